@@ -1,0 +1,3 @@
+//! Adapters to the outside systems mycopod talks to, each beside its simulator.
+//!
+//! Adapters translate and transport; they never decide what should change.

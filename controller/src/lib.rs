@@ -1,0 +1,1 @@
+//! The mycopod controller: planner, policies, reconcile loop, telemetry, store and HTTP API.

@@ -1,0 +1,3 @@
+//! The `mycopod` command line: parses arguments and calls into the library.
+
+fn main() {}
