@@ -1,1 +1,2 @@
 //! The mycopod controller: planner, policies, reconcile loop, telemetry, store and HTTP API.
+pub mod plan;
