@@ -1,2 +1,3 @@
 //! The mycopod controller: planner, policies, reconcile loop, telemetry, store and HTTP API.
 pub mod plan;
+pub mod reconcile;

@@ -1,0 +1,6 @@
+//! The reconcile loop: triggers feed a work queue; each reconcile fetches desired state,
+//! observes, plans, gates with policies, applies and records.
+//!
+//! The loop itself is thin; what it runs is a step function that tests drive directly.
+
+pub mod queue;
