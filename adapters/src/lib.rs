@@ -3,3 +3,5 @@
 //! Adapters translate and transport; they never decide what should change.
 
 pub mod git;
+pub mod notify;
+pub mod signing;
