@@ -3,5 +3,6 @@
 //! Adapters translate and transport; they never decide what should change.
 
 pub mod git;
+pub mod github;
 pub mod notify;
 pub mod signing;
