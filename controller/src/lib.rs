@@ -1,3 +1,6 @@
 //! The mycopod controller: planner, policies, reconcile loop, telemetry, store and HTTP API.
+pub mod config;
 pub mod plan;
+pub mod policy;
 pub mod reconcile;
+pub mod telemetry;
