@@ -147,7 +147,7 @@ pub fn format_size(bytes: u64) -> String {
         ('M', 1 << 20),
         ('K', 1 << 10),
     ] {
-        if bytes >= mult && bytes % mult == 0 {
+        if bytes >= mult && bytes.is_multiple_of(mult) {
             return format!("{}{unit}", bytes / mult);
         }
     }
@@ -198,10 +198,10 @@ pub fn scalar_eq(a: &str, b: &str) -> bool {
         return x == y;
     }
     let has_unit = |s: &str| s.ends_with(|c: char| c.is_ascii_alphabetic());
-    if has_unit(a) || has_unit(b) {
-        if let (Some(x), Some(y)) = (parse_size(a), parse_size(b)) {
-            return x == y;
-        }
+    if (has_unit(a) || has_unit(b))
+        && let (Some(x), Some(y)) = (parse_size(a), parse_size(b))
+    {
+        return x == y;
     }
     false
 }
@@ -261,20 +261,20 @@ pub fn value_matches(pve_key: &str, observed: &str, desired: &str) -> bool {
     let have = parse(pve_key, observed);
     let file_key = default_key(pve_key).filter(|_| is_disk_key(pve_key));
     for (k, v) in &want.fields {
-        if Some(k.as_str()) == file_key {
-            if let Some((storage, bytes)) = allocation(v) {
-                let Some(hv) = have.get(k) else { return false };
-                if hv.split_once(':').map(|(s, _)| s) != Some(storage) {
-                    return false;
-                }
-                if want.get("size").is_none()
-                    && let Some(hs) = have.get("size").and_then(parse_size)
-                    && hs != bytes
-                {
-                    return false;
-                }
-                continue;
+        if Some(k.as_str()) == file_key
+            && let Some((storage, bytes)) = allocation(v)
+        {
+            let Some(hv) = have.get(k) else { return false };
+            if hv.split_once(':').map(|(s, _)| s) != Some(storage) {
+                return false;
             }
+            if want.get("size").is_none()
+                && let Some(hs) = have.get("size").and_then(parse_size)
+                && hs != bytes
+            {
+                return false;
+            }
+            continue;
         }
         match have.get(k) {
             Some(hv) => {

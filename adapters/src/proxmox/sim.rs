@@ -297,6 +297,8 @@ struct SimState {
     requests: Vec<RequestRecord>,
     counter: u64,
     started: Instant,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 type Reply = (StatusCode, String, Value);
@@ -336,6 +338,8 @@ pub fn router(config: SimConfig) -> (Router, SimControl) {
         requests: Vec::new(),
         counter: 0,
         started: Instant::now(),
+        in_flight: 0,
+        max_in_flight: 0,
     }));
     let app = Router::new().fallback(handle).with_state(state.clone());
     (app, SimControl { state })
@@ -488,6 +492,11 @@ impl SimControl {
         self.lock().requests.len()
     }
 
+    /// The most requests that were ever being handled at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.lock().max_in_flight
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.lock().requests.clear();
@@ -503,9 +512,14 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let latency = match state.lock() {
-        Ok(g) => g.latency,
-        Err(p) => p.into_inner().latency,
+    let latency = {
+        let mut st = match state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        st.in_flight += 1;
+        st.max_in_flight = st.max_in_flight.max(st.in_flight);
+        st.latency
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -547,6 +561,7 @@ async fn handle(
             }
         }
     };
+    st.in_flight = st.in_flight.saturating_sub(1);
     st.requests.push(RequestRecord {
         method: method.to_string(),
         path: decoded_path,
@@ -711,9 +726,7 @@ impl SimState {
                 log.push(format!("TASK ERROR: {message}"));
                 if let Some(g) = self.guests.get_mut(&task.vmid) {
                     g.lock = None;
-                    if g.config.get("lock").is_some() {
-                        g.config.remove("lock");
-                    }
+                    g.config.remove("lock");
                 }
                 if matches!(self.guests.get(&task.vmid), Some(g) if g.config.contains_key("__creating"))
                 {
