@@ -6,3 +6,4 @@ pub mod git;
 pub mod github;
 pub mod notify;
 pub mod signing;
+pub mod proxmox;
