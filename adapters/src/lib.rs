@@ -1,3 +1,5 @@
 //! Adapters to the outside systems mycopod talks to, each beside its simulator.
 //!
 //! Adapters translate and transport; they never decide what should change.
+
+pub mod modbus;
