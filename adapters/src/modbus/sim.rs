@@ -48,6 +48,8 @@ pub enum Fault {
     Silent,
     /// Close the connection when the next request arrives (on every connection, until cleared).
     DropConnection,
+    /// Acknowledge writes without storing them, like a device in local/manual mode.
+    IgnoreWrites,
 }
 
 /// Why a simulator could not be built or a value not be set.
@@ -101,6 +103,7 @@ pub struct SimDevice {
     values: Vec<(String, Value)>,
     waveforms: Vec<(String, Waveform)>,
     clock: Arc<dyn Clock>,
+    rtu_over_tcp: bool,
 }
 
 impl SimDevice {
@@ -112,7 +115,15 @@ impl SimDevice {
             values: Vec::new(),
             waveforms: Vec::new(),
             clock: Arc::new(SystemClock::new()),
+            rtu_over_tcp: false,
         }
+    }
+
+    /// Speaks RTU frames (with CRC) over TCP instead of Modbus TCP, like a serial gateway.
+    #[must_use]
+    pub fn rtu_over_tcp(mut self) -> Self {
+        self.rtu_over_tcp = true;
+        self
     }
 
     /// Sets an initial value.
@@ -194,6 +205,7 @@ impl SimDevice {
             source,
         })?;
         let serving = Arc::clone(&state);
+        let rtu_over_tcp = self.rtu_over_tcp;
         let task = tokio::spawn(async move {
             let on_connected = move |stream: TcpStream, _peer: SocketAddr| {
                 let state = Arc::clone(&serving);
@@ -201,11 +213,23 @@ impl SimDevice {
             };
             let on_error =
                 |err: std::io::Error| tracing::debug!(%err, "simulated connection ended");
-            if let Err(err) = Server::new(listener).serve(&on_connected, on_error).await {
+            let served = if rtu_over_tcp {
+                tokio_modbus::server::rtu_over_tcp::Server::new(listener)
+                    .serve(&on_connected, on_error)
+                    .await
+            } else {
+                Server::new(listener).serve(&on_connected, on_error).await
+            };
+            if let Err(err) = served {
                 tracing::debug!(%err, "simulator stopped");
             }
         });
-        Ok(Simulator { addr, state, task })
+        Ok(Simulator {
+            addr,
+            state,
+            task,
+            rtu_over_tcp,
+        })
     }
 }
 
@@ -215,6 +239,7 @@ pub struct Simulator {
     addr: SocketAddr,
     state: Arc<State>,
     task: JoinHandle<()>,
+    rtu_over_tcp: bool,
 }
 
 impl Drop for Simulator {
@@ -235,9 +260,11 @@ impl Simulator {
     #[must_use]
     pub fn device_def(&self) -> DeviceDef {
         let mut device = self.state.device.clone();
-        device.endpoint = Endpoint::Tcp {
-            host: self.addr.ip().to_string(),
-            port: self.addr.port(),
+        let (host, port) = (self.addr.ip().to_string(), self.addr.port());
+        device.endpoint = if self.rtu_over_tcp {
+            Endpoint::RtuOverTcp { host, port }
+        } else {
+            Endpoint::Tcp { host, port }
         };
         device
     }
@@ -473,7 +500,7 @@ impl State {
                     return Ok(None);
                 }
                 Fault::Delay(d) => tokio::time::sleep(*d).await,
-                Fault::Exception { .. } => {}
+                Fault::Exception { .. } | Fault::IgnoreWrites => {}
             }
         }
         if req.slave != self.device.unit {
@@ -493,7 +520,8 @@ impl State {
                 }
             }
         }
-        self.serve(request).map(Some)
+        let ignore_writes = faults.contains(&Fault::IgnoreWrites);
+        self.serve(request, ignore_writes).map(Some)
     }
 
     fn check_read(
@@ -527,7 +555,11 @@ impl State {
         }
     }
 
-    fn serve(&self, request: Request<'static>) -> Result<Response, ExceptionCode> {
+    fn serve(
+        &self,
+        request: Request<'static>,
+        ignore_writes: bool,
+    ) -> Result<Response, ExceptionCode> {
         let read_words = |table: Table, start: u16, count: u16| {
             self.check_read(table, start, count, MAX_READ_REGISTERS)?;
             let mut mem = lock(&self.memory);
@@ -550,6 +582,9 @@ impl State {
         };
         let write = |table: Table, start: u16, values: &[u16]| {
             self.check_write(table, start, values.len())?;
+            if ignore_writes {
+                return Ok(());
+            }
             let mut mem = lock(&self.memory);
             let end = u32::from(start) + u32::try_from(values.len()).unwrap_or(0);
             mem.stop_waves(table, u32::from(start)..end);
