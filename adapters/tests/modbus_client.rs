@@ -600,3 +600,124 @@ async fn many_devices_should_be_polled_concurrently() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn write_values_should_send_neighbours_together_and_verify_each() {
+    timed(async {
+        let mut def = DeviceDef::tcp("batch", "127.0.0.1", 0);
+        for k in 0..4u16 {
+            def.registers.push(
+                RegisterDef::new(format!("pump{k}"), Table::Coil, k, DataType::Bool).writable(0.0),
+            );
+        }
+        for k in 0..3u16 {
+            def.registers.push(
+                RegisterDef::new(format!("mode{k}"), Table::Holding, 40 + k, DataType::U16)
+                    .writable(0.0),
+            );
+        }
+        def.registers
+            .push(RegisterDef::new("limit", Table::Holding, 43, DataType::F32).writable(0.001));
+        def.registers
+            .push(RegisterDef::new("far", Table::Holding, 90, DataType::U16).writable(0.0));
+        let (sim, client) = start(SimDevice::new(def)).await;
+        let values = [
+            ("pump2", Value::Bool(true)),
+            ("pump0", Value::Bool(true)),
+            ("pump1", Value::Bool(false)),
+            ("pump3", Value::Bool(true)),
+            ("mode1", Value::Int(11)),
+            ("mode0", Value::Int(10)),
+            ("mode2", Value::Int(12)),
+            ("limit", Value::Float(2.5)),
+            ("far", Value::Int(9)),
+        ];
+        let read_back = client.write_values(&values).await.unwrap();
+        let expected: Vec<(String, Value)> = values
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), v.clone()))
+            .collect();
+        assert_eq!(read_back, expected);
+        assert_eq!(
+            sim.requests(15),
+            1,
+            "four neighbouring coils in one request"
+        );
+        assert_eq!(sim.requests(5), 0);
+        assert_eq!(sim.requests(16), 1, "mode0..2 and limit in one request");
+        assert_eq!(sim.requests(6), 1, "far alone");
+        assert_eq!(sim.requests(1), 1, "coils read back at once");
+        assert_eq!(sim.requests(3), 2, "holding 40..45 and 90 read back");
+        assert_eq!(sim.value("mode2").unwrap(), Value::Int(12));
+
+        // One bad value writes nothing.
+        sim.reset_counters();
+        let err = client
+            .write_values(&[("mode0", Value::Int(1)), ("mode1", Value::Int(-1))])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ModbusError::Codec { .. }), "{err}");
+        assert_eq!(sim.total_requests(), 0);
+        assert_eq!(sim.value("mode0").unwrap(), Value::Int(10));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn simulator_should_answer_out_of_spec_requests_like_a_device() {
+    use tokio_modbus::client::{Reader as _, Writer as _};
+    use tokio_modbus::{ExceptionCode, Slave};
+    timed(async {
+        let sim = SimDevice::new(flow_meter())
+            .value("status", Value::Int(9))
+            .start()
+            .await
+            .unwrap();
+        let mut ctx = tokio_modbus::client::tcp::connect_slave(sim.addr(), Slave(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            ctx.read_holding_registers(10, 1).await.unwrap(),
+            Ok(vec![9])
+        );
+        // Gaps between defined registers read as zero.
+        assert_eq!(
+            ctx.read_holding_registers(12, 3).await.unwrap(),
+            Ok(vec![0, 0, 0])
+        );
+        assert_eq!(
+            ctx.read_holding_registers(0, 126).await.unwrap(),
+            Err(ExceptionCode::IllegalDataValue)
+        );
+        assert_eq!(
+            ctx.read_holding_registers(34, 1).await.unwrap(),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(
+            ctx.write_single_register(10, 1).await.unwrap(),
+            Err(ExceptionCode::IllegalDataAddress),
+            "status is read-only"
+        );
+        assert_eq!(
+            ctx.write_multiple_registers(19, &[0, 0, 0]).await.unwrap(),
+            Err(ExceptionCode::IllegalDataAddress),
+            "19 is not part of the writable cutoff at 20..22"
+        );
+        assert_eq!(
+            ctx.write_multiple_registers(20, &[1, 2]).await.unwrap(),
+            Ok(())
+        );
+        let mut other_unit = tokio_modbus::client::tcp::connect_slave(sim.addr(), Slave(7))
+            .await
+            .unwrap();
+        assert_eq!(
+            other_unit.read_holding_registers(10, 1).await.unwrap(),
+            Err(ExceptionCode::GatewayTargetDevice)
+        );
+        assert_eq!(sim.requests(3), 5);
+        assert_eq!(sim.requests(6), 1);
+        assert_eq!(sim.requests(16), 2);
+        assert_eq!(sim.connections(), 2);
+    })
+    .await;
+}

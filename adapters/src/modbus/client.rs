@@ -218,80 +218,145 @@ impl ModbusClient {
         self.write_value(name, value).await
     }
 
-    /// Writes `value` to register `name` (function 05 for a coil, 06 for one register, 16 in
-    /// chunks of at most 123 registers for wider values; a register bit is read, changed and
-    /// written back with 06), then reads it back and compares: exactly for integers, booleans
-    /// and text, within the register's tolerance for analog values. Returns the value read back.
+    /// Writes `value` to register `name`, then reads it back and compares; returns the value
+    /// read back. See [`Self::write_values`] for the functions used and the comparison.
+    ///
+    /// # Errors
+    /// As [`Self::write_values`].
+    pub async fn write_value(&self, name: &str, value: &Value) -> Result<Value, ModbusError> {
+        let mut read_back = self.write_values(&[(name, value.clone())]).await?;
+        Ok(read_back.pop().map_or(Value::Bool(false), |(_, v)| v))
+    }
+
+    /// Writes several values in one exchange with the device, then reads them all back
+    /// (coalesced) and compares: exactly for integers, booleans and text, within the register's
+    /// tolerance for analog values. Returns the values read back, in the order given.
+    ///
+    /// Coils at consecutive addresses go out together with function 15 (a lone coil with 05);
+    /// holding registers that follow each other without a gap go out with function 16 in
+    /// chunks of at most 123 registers (a lone one-register value with 06). A register bit is
+    /// read, changed and written back with 06. Every value is encoded before the first request,
+    /// so a bad value writes nothing.
     ///
     /// # Errors
     /// [`ModbusError::UnknownRegister`], [`ModbusError::NotWritable`], [`ModbusError::Codec`]
     /// before any request; [`ModbusError::WriteRegisters`] or [`ModbusError::ReadRegisters`]
-    /// when a request fails; [`ModbusError::VerifyWrite`] when the read-back value differs.
-    #[tracing::instrument(skip_all, fields(device = %self.device.name, register = name))]
-    pub async fn write_value(&self, name: &str, value: &Value) -> Result<Value, ModbusError> {
-        let def = self.def(name)?;
-        if !def.writable || !def.table.is_writable() {
-            return Err(ModbusError::NotWritable {
-                device: self.device.name.clone(),
-                register: def.name.clone(),
+    /// when a request fails; [`ModbusError::VerifyWrite`] for the first value read back
+    /// different from the value written.
+    #[tracing::instrument(skip_all, fields(device = %self.device.name, count = values.len()))]
+    pub async fn write_values(
+        &self,
+        values: &[(&str, Value)],
+    ) -> Result<Vec<(String, Value)>, ModbusError> {
+        let mut items = Vec::with_capacity(values.len());
+        for (name, value) in values {
+            let def = self.def(name)?;
+            if !def.writable || !def.table.is_writable() {
+                return Err(ModbusError::NotWritable {
+                    device: self.device.name.clone(),
+                    register: def.name.clone(),
+                });
+            }
+            check_register(def).map_err(|source| self.plan_error(source))?;
+            let words =
+                codec::encode(def, value).map_err(|source| self.codec_error(def, source))?;
+            let written = normalize(def, value).unwrap_or_else(|| value.clone());
+            items.push(WriteItem {
+                def,
+                words,
+                written,
             });
         }
-        check_register(def).map_err(|source| self.plan_error(source))?;
-        let words = codec::encode(def, value).map_err(|source| self.codec_error(def, source))?;
-        let written = normalize(def, value).unwrap_or_else(|| value.clone());
-        let own_plan = [ReadRequest {
-            table: def.table,
-            start: def.address,
-            count: def.width(),
-        }];
+        let defs: Vec<&RegisterDef> = items.iter().map(|i| i.def).collect();
+        let plan = plan_reads(defs.iter().copied(), self.device.max_gap)
+            .map_err(|source| self.plan_error(source))?;
 
         let mut conn = self.conn.lock().await;
+        for group in write_groups(&items) {
+            self.write_group(&mut conn, &group).await?;
+        }
+        let read_back = self.read_defs(&mut conn, &defs, &plan).await?;
+        drop(conn);
+        for (item, (_, got)) in items.iter().zip(&read_back) {
+            if differs(&item.written, got, verify_tolerance(item.def)) {
+                return Err(ModbusError::VerifyWrite {
+                    device: self.device.name.clone(),
+                    register: item.def.name.clone(),
+                    written: item.written.clone(),
+                    read_back: got.clone(),
+                });
+            }
+        }
+        Ok(read_back)
+    }
+
+    /// Sends one group of writes (see [`write_groups`]).
+    async fn write_group(
+        &self,
+        conn: &mut Conn,
+        group: &[&WriteItem<'_>],
+    ) -> Result<(), ModbusError> {
+        let Some(first) = group.first() else {
+            return Ok(());
+        };
+        let def = first.def;
+        let names: Vec<&str> = group.iter().map(|i| i.def.name.as_str()).collect();
+        let end = group.last().map_or(def.span().end, |i| i.def.span().end);
         let write_err = |source| ModbusError::WriteRegisters {
             device: self.device.name.clone(),
-            register: def.name.clone(),
+            register: names.join(","),
             table: def.table,
-            range: def.span(),
+            range: def.span().start..end,
             source,
         };
         match (def.table, def.bit) {
             (Table::Coil, _) => {
-                let on = words.first().is_some_and(|w| *w != 0);
-                self.transact(
-                    &mut conn,
-                    Request::WriteSingleCoil(def.address, on),
-                    &write_err,
-                )
-                .await?;
+                let bits: Vec<bool> = group
+                    .iter()
+                    .map(|i| i.words.first().is_some_and(|w| *w != 0))
+                    .collect();
+                let request = match bits.as_slice() {
+                    [on] => Request::WriteSingleCoil(def.address, *on),
+                    _ => Request::WriteMultipleCoils(def.address, bits.into()),
+                };
+                self.transact(conn, request, &write_err).await?;
             }
             (_, Some(bit)) => {
-                let current = match self.read_block(&mut conn, own_plan[0]).await? {
+                let own = ReadRequest {
+                    table: def.table,
+                    start: def.address,
+                    count: 1,
+                };
+                let current = match self.read_block(conn, own).await? {
                     Block::Words(w) => w.first().copied().unwrap_or(0),
                     Block::Bits(_) => 0,
                 };
                 let mask = 1u16 << (bit & 15);
-                let merged = (current & !mask) | (words.first().copied().unwrap_or(0) & mask);
+                let merged = (current & !mask) | (first.words.first().copied().unwrap_or(0) & mask);
                 self.transact(
-                    &mut conn,
+                    conn,
                     Request::WriteSingleRegister(def.address, merged),
                     &write_err,
                 )
                 .await?;
             }
-            _ if words.len() == 1 => {
-                self.transact(
-                    &mut conn,
-                    Request::WriteSingleRegister(def.address, words[0]),
-                    &write_err,
-                )
-                .await?;
-            }
             _ => {
+                let words: Vec<u16> = group.iter().flat_map(|i| i.words.iter().copied()).collect();
+                if let [word] = words.as_slice() {
+                    self.transact(
+                        conn,
+                        Request::WriteSingleRegister(def.address, *word),
+                        &write_err,
+                    )
+                    .await?;
+                    return Ok(());
+                }
                 for (i, chunk) in words.chunks(usize::from(MAX_WRITE_REGISTERS)).enumerate() {
-                    // check_register keeps address + width <= 65536, so this cannot overflow.
+                    // check_register keeps every value inside the address space.
                     let offset = u16::try_from(i * usize::from(MAX_WRITE_REGISTERS)).unwrap_or(0);
                     let address = def.address.saturating_add(offset);
                     self.transact(
-                        &mut conn,
+                        conn,
                         Request::WriteMultipleRegisters(address, chunk.to_vec().into()),
                         &write_err,
                     )
@@ -299,23 +364,7 @@ impl ModbusClient {
                 }
             }
         }
-
-        let read_back = self
-            .read_defs(&mut conn, &[def], &own_plan)
-            .await?
-            .pop()
-            .map(|(_, v)| v);
-        match read_back {
-            Some(read_back) if !differs(&written, &read_back, verify_tolerance(def)) => {
-                Ok(read_back)
-            }
-            other => Err(ModbusError::VerifyWrite {
-                device: self.device.name.clone(),
-                register: def.name.clone(),
-                written,
-                read_back: other.unwrap_or(Value::Text(String::new())),
-            }),
-        }
+        Ok(())
     }
 
     fn def(&self, name: &str) -> Result<&RegisterDef, ModbusError> {
@@ -500,6 +549,37 @@ impl ModbusClient {
             }
         }
     }
+}
+
+/// One value to write, encoded.
+struct WriteItem<'a> {
+    def: &'a RegisterDef,
+    words: Vec<u16>,
+    written: Value,
+}
+
+/// Groups writes into requests: coils at consecutive addresses (up to 1968, the function 15
+/// limit), and whole holding registers that follow each other without gap or overlap (any
+/// total; split into chunks of 123 when sent). Register bits are written one by one.
+fn write_groups<'i, 'a>(items: &'i [WriteItem<'a>]) -> Vec<Vec<&'i WriteItem<'a>>> {
+    let mut sorted: Vec<&WriteItem<'a>> = items.iter().collect();
+    sorted.sort_by_key(|i| (i.def.table, i.def.address, i.def.bit));
+    let mut groups: Vec<Vec<&WriteItem<'a>>> = Vec::new();
+    for item in sorted {
+        let joins = groups.last().and_then(|g| g.last()).is_some_and(|last| {
+            let (a, b) = (last.def, item.def);
+            a.table == b.table
+                && a.bit.is_none()
+                && b.bit.is_none()
+                && a.span().end == b.span().start
+                && (b.table != Table::Coil || groups.last().map_or(0, Vec::len) < 1968)
+        });
+        match groups.last_mut() {
+            Some(group) if joins => group.push(item),
+            _ => groups.push(vec![item]),
+        }
+    }
+    groups
 }
 
 async fn tcp_stream(host: &str, port: u16) -> std::io::Result<TcpStream> {
