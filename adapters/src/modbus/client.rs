@@ -225,7 +225,13 @@ impl ModbusClient {
     /// As [`Self::write_values`].
     pub async fn write_value(&self, name: &str, value: &Value) -> Result<Value, ModbusError> {
         let mut read_back = self.write_values(&[(name, value.clone())]).await?;
-        Ok(read_back.pop().map_or(Value::Bool(false), |(_, v)| v))
+        // write_values returns one value per value written.
+        read_back.pop().map(|(_, v)| v).ok_or_else(|| {
+            self.plan_error(PlanError::Invalid {
+                register: name.to_owned(),
+                reason: "nothing read back".to_owned(),
+            })
+        })
     }
 
     /// Writes several values in one exchange with the device, then reads them all back

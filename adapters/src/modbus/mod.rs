@@ -5,6 +5,31 @@
 //! This module translates and transports; it never decides whether a setpoint should change.
 //! The definitions here mirror the `ModbusDevice` spec but do not depend on `mycopod-specs`;
 //! a later step converts the spec into them.
+//!
+//! ```
+//! use mycopod_adapters::modbus::{
+//!     DataType, DeviceDef, ModbusClient, RegisterDef, SimDevice, Table, Value,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let mut device = DeviceDef::tcp("fm-1", "10.0.0.21", 502);
+//! device.registers = vec![
+//!     RegisterDef::new("flow_rate", Table::Holding, 0, DataType::F32),
+//!     RegisterDef::new("cutoff", Table::Holding, 10, DataType::F32).writable(0.001),
+//! ];
+//! // A simulator stands in for the device; its definition points the client at it.
+//! let sim = SimDevice::new(device).value("flow_rate", Value::Float(4.5)).start().await?;
+//! let client = ModbusClient::new(sim.device_def())?;
+//!
+//! let readings = client.read_all().await?; // one request: holding 0..12
+//! assert_eq!(readings[0], ("flow_rate".to_owned(), Value::Float(4.5)));
+//! client.apply_setpoint("cutoff", &Value::Float(0.75)).await?; // written and read back
+//! assert_eq!(sim.request_counts(), [(3, 2), (16, 1)].into());
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # })
+//! # }
+//! ```
 
 pub mod client;
 pub mod codec;
