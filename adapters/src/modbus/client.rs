@@ -466,45 +466,59 @@ impl ModbusClient {
     }
 
     /// Sends one request under the device timeout, connecting first if needed.
+    ///
+    /// A connection kept from an earlier request may have been closed by the device in the
+    /// meantime (gateways close idle connections): when such a reused connection fails with a
+    /// transport error, the request is sent once more on a fresh connection. Reads are
+    /// idempotent and every write is verified by reading back, so repeating is safe. Timeouts
+    /// are never repeated.
     async fn transact(
         &self,
         conn: &mut Conn,
         request: Request<'static>,
         wrap: impl Fn(RequestError) -> ModbusError,
     ) -> Result<Response, ModbusError> {
-        // The context stays in this future while the request is in flight: if the caller
-        // drops the future mid-request, the connection goes with it and no late reply can
-        // reach a later request.
-        let mut ctx = match conn.ctx.take() {
-            Some(ctx) => ctx,
-            None => self.connect(conn).await?,
-        };
-        let timeout = self.device.timeout;
-        match tokio::time::timeout(timeout, ctx.call(request)).await {
-            Ok(Ok(Ok(response))) => {
-                conn.ctx = Some(ctx);
-                conn.succeed();
-                Ok(response)
-            }
-            Ok(Ok(Err(exception))) => {
-                // The device answered: the connection is in sync and stays.
-                conn.ctx = Some(ctx);
-                conn.succeed();
-                Err(wrap(RequestError::Exception(exception.into())))
-            }
-            Ok(Err(tokio_modbus::Error::Transport(e))) => {
-                conn.fail(&self.options);
-                Err(wrap(RequestError::Transport(e)))
-            }
-            Ok(Err(tokio_modbus::Error::Protocol(e))) => {
-                conn.fail(&self.options);
-                Err(wrap(RequestError::Protocol(e)))
-            }
-            Err(_) => {
-                conn.fail(&self.options);
-                tracing::debug!(device = %self.device.name, ?timeout, "request timed out; connection dropped");
-                Err(wrap(RequestError::Timeout(timeout)))
-            }
+        let mut reused = conn.ctx.is_some();
+        loop {
+            // The context stays in this future while the request is in flight: if the caller
+            // drops the future mid-request, the connection goes with it and no late reply can
+            // reach a later request.
+            let mut ctx = match conn.ctx.take() {
+                Some(ctx) => ctx,
+                None => self.connect(conn).await?,
+            };
+            let timeout = self.device.timeout;
+            return match tokio::time::timeout(timeout, ctx.call(request.clone())).await {
+                Ok(Ok(Ok(response))) => {
+                    conn.ctx = Some(ctx);
+                    conn.succeed();
+                    Ok(response)
+                }
+                Ok(Ok(Err(exception))) => {
+                    // The device answered: the connection is in sync and stays.
+                    conn.ctx = Some(ctx);
+                    conn.succeed();
+                    Err(wrap(RequestError::Exception(exception.into())))
+                }
+                Ok(Err(tokio_modbus::Error::Transport(e))) if reused => {
+                    tracing::debug!(device = %self.device.name, err = %e, "kept connection failed; reconnecting once");
+                    reused = false;
+                    continue;
+                }
+                Ok(Err(tokio_modbus::Error::Transport(e))) => {
+                    conn.fail(&self.options);
+                    Err(wrap(RequestError::Transport(e)))
+                }
+                Ok(Err(tokio_modbus::Error::Protocol(e))) => {
+                    conn.fail(&self.options);
+                    Err(wrap(RequestError::Protocol(e)))
+                }
+                Err(_) => {
+                    conn.fail(&self.options);
+                    tracing::debug!(device = %self.device.name, ?timeout, "request timed out; connection dropped");
+                    Err(wrap(RequestError::Timeout(timeout)))
+                }
+            };
         }
     }
 

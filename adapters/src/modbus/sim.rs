@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -409,8 +409,9 @@ struct State {
     faults: Mutex<Vec<Fault>>,
     counts: Mutex<BTreeMap<u8, u64>>,
     connections: AtomicU64,
-    /// Clones of the open sockets, so that faults and drop can close them.
-    open: Mutex<Vec<Arc<std::net::TcpStream>>>,
+    /// Handles of the open sockets, so that [`Simulator::drop_connections`] can close them.
+    /// Weak: the socket closes as soon as tokio-modbus drops the connection's service.
+    open: Mutex<Vec<Weak<std::net::TcpStream>>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -455,7 +456,7 @@ impl State {
     }
 
     fn drop_connections(&self) {
-        for stream in lock(&self.open).drain(..) {
+        for stream in lock(&self.open).drain(..).filter_map(|w| w.upgrade()) {
             // Already closed by the peer is fine.
             let _ = stream.shutdown(Shutdown::Both);
         }
@@ -473,8 +474,8 @@ impl State {
         let stream = TcpStream::from_std(std_stream)?;
         {
             let mut open = lock(&self.open);
-            open.retain(|s| s.peer_addr().is_ok());
-            open.push(Arc::clone(&handle));
+            open.retain(|s| s.strong_count() > 0);
+            open.push(Arc::downgrade(&handle));
         }
         self.connections.fetch_add(1, Ordering::Relaxed);
         Ok(Some((
