@@ -7,3 +7,4 @@ pub mod github;
 pub mod notify;
 pub mod signing;
 pub mod proxmox;
+pub mod modbus;
