@@ -4,7 +4,7 @@
 
 pub mod git;
 pub mod github;
-pub mod notify;
-pub mod signing;
-pub mod proxmox;
 pub mod modbus;
+pub mod notify;
+pub mod proxmox;
+pub mod signing;
