@@ -716,3 +716,24 @@ async fn simulator_should_answer_out_of_spec_requests_like_a_device() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn simulator_should_listen_on_a_given_address() {
+    timed(async {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let sim = SimDevice::new(flow_meter())
+            .listen(addr)
+            .value("status", Value::Int(4))
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(sim.addr(), addr);
+        let client = ModbusClient::with_options(sim.device_def(), fast()).unwrap();
+        let values = client.read_registers(&["status"]).await.unwrap();
+        assert_eq!(values[0].1, Value::Int(4));
+    })
+    .await;
+}
