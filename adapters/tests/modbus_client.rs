@@ -716,3 +716,51 @@ async fn simulator_should_answer_out_of_spec_requests_like_a_device() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn simulator_should_listen_on_a_given_address() {
+    timed(async {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let sim = SimDevice::new(flow_meter())
+            .listen(addr)
+            .value("status", Value::Int(4))
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(sim.addr(), addr);
+        let client = ModbusClient::with_options(sim.device_def(), fast()).unwrap();
+        let values = client.read_registers(&["status"]).await.unwrap();
+        assert_eq!(values[0].1, Value::Int(4));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_read_abandoned_by_its_caller_should_take_its_connection_with_it() {
+    timed(async {
+        let (sim, client) =
+            start(SimDevice::new(flow_meter()).value("status", Value::Int(1))).await;
+        client.read_all().await.unwrap();
+        sim.set_fault(Fault::Delay(Duration::from_millis(500)));
+        // The caller gives up before the device answers (and before the device timeout).
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(100),
+            client.read_registers(&["status"]),
+        )
+        .await;
+        assert!(
+            abandoned.is_err(),
+            "the read should still have been waiting"
+        );
+        sim.clear_faults();
+        sim.set_value("status", &Value::Int(2)).unwrap();
+        // The late answer (status = 1) must not be taken for this read's.
+        let values = client.read_registers(&["status"]).await.unwrap();
+        assert_eq!(values[0].1, Value::Int(2));
+        assert_eq!(client.connect_count().await, 2);
+    })
+    .await;
+}

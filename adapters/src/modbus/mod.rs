@@ -46,7 +46,7 @@ pub use client::{ClientOptions, ModbusClient, differs, read_many};
 pub use codec::{decode, decode_bit, encode};
 pub use error::{CodecError, ErrorClass, Exception, ModbusError, PlanError, RequestError};
 pub use plan::{ReadRequest, plan_reads};
-pub use sim::{Fault, SimDevice, Simulator};
+pub use sim::{Fault, SimDevice, SimError, Simulator};
 pub use waveform::{Clock, ManualClock, SystemClock, Waveform};
 
 /// Largest number of registers one read request may ask for (function 03/04).

@@ -56,7 +56,7 @@ pub enum Fault {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// The listener could not be bound.
-    #[error("bind simulator for {device} on 127.0.0.1")]
+    #[error("bind simulator for {device}")]
     Bind {
         /// Device name.
         device: String,
@@ -104,6 +104,7 @@ pub struct SimDevice {
     waveforms: Vec<(String, Waveform)>,
     clock: Arc<dyn Clock>,
     rtu_over_tcp: bool,
+    listen: SocketAddr,
 }
 
 impl SimDevice {
@@ -116,7 +117,16 @@ impl SimDevice {
             waveforms: Vec::new(),
             clock: Arc::new(SystemClock::new()),
             rtu_over_tcp: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
+    }
+
+    /// Listens on this address instead of a free port on 127.0.0.1 (for a demo with fixed
+    /// ports; tests keep the default).
+    #[must_use]
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
     }
 
     /// Speaks RTU frames (with CRC) over TCP instead of Modbus TCP, like a serial gateway.
@@ -147,7 +157,7 @@ impl SimDevice {
         self
     }
 
-    /// Binds `127.0.0.1:0` and starts serving. The server stops when the [`Simulator`] drops.
+    /// Binds `127.0.0.1:0` (or the [`Self::listen`] address) and starts serving. The server stops when the [`Simulator`] drops.
     ///
     /// # Errors
     /// [`SimError`] for an unusable definition, an unknown register or value, or a failed bind.
@@ -194,7 +204,7 @@ impl SimDevice {
                 .push((reg, waveform, WalkCache::new()));
         }
 
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        let listener = TcpListener::bind(self.listen)
             .await
             .map_err(|source| SimError::Bind {
                 device: name.clone(),
