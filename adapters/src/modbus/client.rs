@@ -204,10 +204,7 @@ impl ModbusClient {
         observed: &Value,
     ) -> Result<bool, ModbusError> {
         let def = self.def(name)?;
-        Ok(match normalize(def, desired) {
-            Some(d) => differs(&d, observed, def.tolerance),
-            None => true,
-        })
+        Ok(register_differs(def, desired, observed))
     }
 
     /// Writes the setpoint and verifies it by reading it back; returns the value read back.
@@ -656,6 +653,18 @@ fn normalize(def: &RegisterDef, value: &Value) -> Option<Value> {
     }
     let words = codec::encode(def, value).ok()?;
     codec::decode(def, &words).ok()
+}
+
+/// Whether the register `def`, observed at `observed`, fails to hold `desired`: the desired
+/// value is first brought to what the register can hold (an f32 setpoint of 0.1 is compared
+/// at f32 precision), then compared within the register's tolerance. A value the register
+/// cannot hold at all always differs. Pure, for planners.
+#[must_use]
+pub fn register_differs(def: &RegisterDef, desired: &Value, observed: &Value) -> bool {
+    match normalize(def, desired) {
+        Some(d) => differs(&d, observed, def.tolerance),
+        None => true,
+    }
 }
 
 /// Tolerance when verifying a write: the register's own for analog values, none otherwise.
