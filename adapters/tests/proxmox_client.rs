@@ -334,6 +334,39 @@ async fn a_stale_digest_should_be_a_conflict() {
 }
 
 #[tokio::test]
+async fn a_retried_update_whose_first_attempt_landed_should_count_as_done() {
+    within(async {
+        let (sim, client) = setup().await;
+        client.create_guest(&web(120)).await.unwrap();
+        sim.inject_fault(
+            Fault::new(
+                "/nodes/pve1/qemu/120/config",
+                1,
+                596,
+                "Connection timed out",
+            )
+            .method(Method::POST)
+            .after_handling(),
+        );
+        let d2 = web(120).with("cores", "6");
+        client.apply_config(&d2).await.unwrap();
+        let statuses: Vec<u16> = sim
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/nodes/pve1/qemu/120/config")
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![596, 500],
+            "the retry met its own change as a digest conflict"
+        );
+        assert!(diffs_of(&client, &d2).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn drift_behind_the_clients_back_should_show_as_a_diff() {
     within(async {
         let (sim, client) = setup().await;
