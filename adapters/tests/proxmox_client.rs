@@ -334,6 +334,39 @@ async fn a_stale_digest_should_be_a_conflict() {
 }
 
 #[tokio::test]
+async fn a_retried_update_whose_first_attempt_landed_should_count_as_done() {
+    within(async {
+        let (sim, client) = setup().await;
+        client.create_guest(&web(120)).await.unwrap();
+        sim.inject_fault(
+            Fault::new(
+                "/nodes/pve1/qemu/120/config",
+                1,
+                596,
+                "Connection timed out",
+            )
+            .method(Method::POST)
+            .after_handling(),
+        );
+        let d2 = web(120).with("cores", "6");
+        client.apply_config(&d2).await.unwrap();
+        let statuses: Vec<u16> = sim
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/nodes/pve1/qemu/120/config")
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![596, 500],
+            "the retry met its own change as a digest conflict"
+        );
+        assert!(diffs_of(&client, &d2).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn drift_behind_the_clients_back_should_show_as_a_diff() {
     within(async {
         let (sim, client) = setup().await;
@@ -905,6 +938,69 @@ async fn power_state_of_a_desired_guest_should_be_reachable_through_start_and_sh
         client.start(&d.node, d.kind, d.vmid).await.unwrap();
         let guests = client.observe_cluster().await.unwrap();
         assert_eq!(guests[0].status.as_deref(), Some("running"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cloud_init_keys_should_round_trip_without_spurious_diffs() {
+    within(async {
+        let (sim, client) = setup().await;
+        let d = web(140)
+            .with("ciuser", "ops")
+            .with("sshkeys", "ssh-ed25519 AAAAC3Nza me@home")
+            .with("ipconfig0", "ip=10.0.0.40/24,gw=10.0.0.1")
+            .with("agent", "1")
+            .with("startup", "order=2,up=30")
+            .with("description", "web front\nmanaged by mycopod");
+        client.create_guest(&d).await.unwrap();
+        let stored = sim.guest(140).unwrap();
+        assert_eq!(
+            stored.config["sshkeys"],
+            "ssh-ed25519%20AAAAC3Nza%20me%40home"
+        );
+        assert!(diffs_of(&client, &d).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_running_container_should_take_cores_live_and_park_mount_points() {
+    within(async {
+        let (sim, client) = setup().await;
+        let mut d = DesiredGuest::new(150, "pve1", GuestKind::Lxc)
+            .with("cores", "1")
+            .with("rootfs", "local-lvm:4")
+            .with("net0", "name=eth0,bridge=vmbr0,ip=dhcp");
+        d.source = CreateSource::OsTemplate(
+            "local:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz".into(),
+        );
+        client.create_guest(&d).await.unwrap();
+        client.start("pve1", GuestKind::Lxc, 150).await.unwrap();
+        let d2 = d
+            .clone()
+            .with("cores", "2")
+            .with("mp0", "local-lvm:8,mp=/srv/data");
+        let out = client.apply_config(&d2).await.unwrap();
+        assert_eq!(out.restart_required.iter().collect::<Vec<_>>(), vec!["mp0"]);
+        assert_eq!(sim.guest(150).unwrap().config["cores"], "2");
+        let diffs = diffs_of(&client, &d2).await;
+        assert_eq!(diffs.len(), 1);
+        assert!(diffs[0].pending && diffs[0].key == "mp0");
+        let out = client
+            .shutdown("pve1", GuestKind::Lxc, 150, Duration::from_secs(5), false)
+            .await
+            .unwrap();
+        assert_eq!(out, ShutdownOutcome::Clean);
+        assert_eq!(
+            count(&sim, "POST", "/nodes/pve1/lxc/150/status/shutdown"),
+            1
+        );
+        assert!(diffs_of(&client, &d2).await.is_empty());
+        assert_eq!(
+            sim.guest(150).unwrap().config["mp0"],
+            "local-lvm:vm-150-disk-1,mp=/srv/data,size=8G"
+        );
     })
     .await;
 }

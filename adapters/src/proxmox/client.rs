@@ -746,8 +746,23 @@ impl ProxmoxClient {
         if update.is_empty() {
             return Ok(outcome);
         }
-        self.apply_update_locked(desired, observed.digest.as_deref(), &update)
-            .await?;
+        let written = self
+            .apply_update_locked(desired, observed.digest.as_deref(), &update)
+            .await;
+        if let Err(e) = written {
+            if e.class() != ErrorClass::Conflict {
+                return Err(e);
+            }
+            // A retried write whose first attempt landed (its answer was lost) sees its own
+            // change as a digest conflict: verify by observation before reporting a conflict.
+            let again = self
+                .observe_guest_config(&desired.node, desired.kind, desired.vmid)
+                .await?;
+            if !compare::compare(desired, &again).iter().all(|d| d.pending) {
+                return Err(e);
+            }
+            debug!("digest conflict, but the guest already has the desired values");
+        }
         outcome.changed = update
             .set
             .keys()

@@ -182,7 +182,7 @@ fn is_not_found_message(message: &str) -> bool {
     (m.contains("configuration file") && m.contains("does not exist"))
         || m.contains("no such vm")
         || m.contains("no such task")
-        || m.contains("does not exist")
+        || m.contains("no such cluster node")
 }
 
 impl ProxmoxError {

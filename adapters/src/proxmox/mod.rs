@@ -2,6 +2,16 @@
 //!
 //! The client observes cheaply (one request per cluster in steady state), compares only the
 //! keys a spec owns, and applies what it is told to; it never decides what should change.
+//!
+//! How a reconcile uses it:
+//! 1. `ProxmoxClient::observe_cluster` (one request) lists every guest with status and tags.
+//! 2. `DeepReadTracker::select` names the guests whose spec changed or whose drift check is
+//!    due; only those get `ProxmoxClient::observe_guest_config` (config, digest, pending).
+//! 3. `compare(&desired, &observed)` gives `FieldDiff`s on owned keys (`pending: true` means
+//!    "restart required"); `update_for` turns them into requests, refusing a disk shrink.
+//! 4. The executor calls `create_guest`, `apply_config` (or `apply_update` with an approved
+//!    `ConfigUpdate` and digest), `start`, `shutdown`, `stop`, `reboot`, `delete_guest`;
+//!    failures carry an `ErrorClass` for the retry policy.
 
 pub mod api;
 pub mod client;
