@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mycopod_adapters::proxmox::api::GuestKind;
 use mycopod_adapters::proxmox::compare::{
-    DesiredGuest, FieldDiff, PowerState, compare, update_for,
+    CreateSource, DesiredGuest, FieldDiff, PowerState, compare, update_for,
 };
 use mycopod_adapters::proxmox::propstring::{is_disk_key, key_family};
 use mycopod_adapters::proxmox::translate::{MANAGED_TAG, desired_guest};
@@ -384,6 +384,28 @@ fn plan_create(resource: &ResourceRef, want: &DesiredGuest, out: &mut Builder) {
         field: "vmid".into(),
         observed: None,
         desired: Some(Json::from(want.vmid)),
+        impact: Impact::Live,
+    });
+    let source = match &want.source {
+        CreateSource::Plain => None,
+        CreateSource::Clone { from, full, .. } => Some((
+            "clone",
+            format!("{from} ({})", if *full { "full" } else { "linked" }),
+        )),
+        CreateSource::OsTemplate(template) => Some(("ostemplate", template.clone())),
+    };
+    if let Some((field, value)) = source {
+        changes.push(FieldChange {
+            field: field.into(),
+            observed: None,
+            desired: Some(Json::String(value)),
+            impact: Impact::Live,
+        });
+    }
+    changes.push(FieldChange {
+        field: "type".into(),
+        observed: None,
+        desired: Some(Json::String(want.kind.as_str().to_owned())),
         impact: Impact::Live,
     });
     changes.push(FieldChange {

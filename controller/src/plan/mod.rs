@@ -184,3 +184,6 @@ pub fn plan(
     devices::plan_devices(desired, observed, &mut out);
     out.finish(commit)
 }
+
+#[cfg(test)]
+mod tests;
