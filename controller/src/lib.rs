@@ -1,1 +1,3 @@
 //! The mycopod controller: planner, policies, reconcile loop, telemetry, store and HTTP API.
+
+pub mod cli;

@@ -676,11 +676,12 @@ impl Cx<'_, '_> {
                 if a.0 != b.0 || a.2 < b.1 {
                     continue;
                 }
-                // Distinct bits of one word do not overlap.
-                if let (Some(x), Some(y)) = (a.3, b.3)
-                    && x != y
-                {
-                    continue;
+                // A `bit` register is a view of one bit of a word: it may sit on a word that
+                // another register reads whole, and distinct bits of one word do not collide.
+                match (a.3, b.3) {
+                    (Some(x), Some(y)) if x != y || a.1 != b.1 => continue,
+                    (Some(_), None) | (None, Some(_)) => continue,
+                    _ => {}
                 }
                 let (ra, rb) = (&regs[a.4], &regs[b.4]);
                 self.err(
