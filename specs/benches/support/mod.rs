@@ -16,7 +16,7 @@ fn cluster(i: usize) -> String {
 
 fn guest(i: usize) -> String {
     let cluster = i % 10;
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         format!(
             "apiVersion: mycopod/v1\nkind: Guest\nmetadata:\n  name: ct-{i}\n  labels: {{tier: lab}}\nspec:\n  cluster: cluster-{cluster}\n  type: lxc\n  vmid: {vmid}\n  ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\n  cores: 1\n  memory: 512MiB\n  swap: 512MiB\n  rootfs: {{storage: local-lvm, size: 4G}}\n  networks:\n    - {{name: eth0, bridge: vmbr0, ip: dhcp}}\n  unprivileged: true\n  features: {{nesting: true}}\n  tags: [lab]\n",
             vmid = 100 + i
