@@ -1,4 +1,6 @@
 //! The mycopod controller: planner, policies, reconcile loop, telemetry, store and HTTP API.
+
+pub mod cli;
 pub mod config;
 pub mod plan;
 pub mod policy;

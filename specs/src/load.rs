@@ -472,7 +472,7 @@ fn yaml_error(source: &Source, line_offset: u32, err: &YamlError) -> Diagnostic 
         // lacks it; the finding belongs to that mapping.
         if map.key(&path) == Some(pos) {
             path = crate::source::parent_path(&path).to_owned();
-            pos = source.locate(&path);
+            pos = map.key(&path).unwrap_or_else(|| source.locate(&path));
         }
     }
     let (code, message) = match err {
@@ -519,7 +519,15 @@ fn yaml_error(source: &Source, line_offset: u32, err: &YamlError) -> Diagnostic 
         YamlError::Message { msg, .. } => coded_message(msg),
         other => {
             let text: Cow<'_, str> = UserMessageFormatter.format_message(other);
-            (Code::InvalidType, text.into_owned())
+            let field = path.rsplit('.').next().unwrap_or("");
+            if field.is_empty() {
+                (Code::InvalidType, text.into_owned())
+            } else {
+                (
+                    Code::InvalidType,
+                    format!("invalid value for {field}: {text}"),
+                )
+            }
         }
     };
     source.diagnostic_at(pos, &path, Severity::Error, code, message)

@@ -298,12 +298,12 @@ impl Cx<'_, '_> {
             s.cluster.as_str(),
         );
         if s.vmid.is_none() {
-            self.warn(
-                src,
+            self.out.push(src.diagnostic_at_key(
                 "spec",
+                Severity::Warning,
                 Code::MissingVmid,
-                "guest has no vmid: Proxmox VE will choose one, and the controller cannot reliably recognise the guest afterwards".into(),
-            );
+                "guest has no vmid: Proxmox VE will choose one, and the controller cannot reliably recognise the guest afterwards",
+            ));
         }
         let (lxc_only, qemu_only): (FieldList, FieldList) = (
             vec![
@@ -600,7 +600,7 @@ impl Cx<'_, '_> {
         match (r.value_type.words(), r.length) {
             (None, None) if !r.table.is_bits() => self.err(
                 src,
-                base,
+                &field(base, "type"),
                 Code::RegisterTooShort,
                 "a string register needs length (the number of registers, two characters each)"
                     .into(),
@@ -676,11 +676,12 @@ impl Cx<'_, '_> {
                 if a.0 != b.0 || a.2 < b.1 {
                     continue;
                 }
-                // Distinct bits of one word do not overlap.
-                if let (Some(x), Some(y)) = (a.3, b.3)
-                    && x != y
-                {
-                    continue;
+                // A `bit` register is a view of one bit of a word: it may sit on a word that
+                // another register reads whole, and distinct bits of one word do not collide.
+                match (a.3, b.3) {
+                    (Some(x), Some(y)) if x != y || a.1 != b.1 => continue,
+                    (Some(_), None) | (None, Some(_)) => continue,
+                    _ => {}
                 }
                 let (ra, rb) = (&regs[a.4], &regs[b.4]);
                 self.err(
@@ -707,7 +708,7 @@ impl Cx<'_, '_> {
         self.reference(src, "spec.device", Kind::ModbusDevice, s.device.as_str());
         let numeric = !matches!(s.condition, Condition::Offline(_));
         match (&s.register, numeric) {
-            (None, true) => self.err(
+            (None, true) => self.err_key(
                 src,
                 "spec",
                 Code::MissingField,
@@ -901,7 +902,7 @@ fn missing_nodes(loaded: &Loaded, out: &mut Vec<Diagnostic>) {
             && g.node.is_none()
             && default_node.get(g.cluster.as_str()) == Some(&false)
         {
-            out.push(doc.source.diagnostic(
+            out.push(doc.source.diagnostic_at_key(
                 "spec",
                 Severity::Error,
                 Code::MissingNode,
