@@ -2,7 +2,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
+pub mod store;
 pub mod telemetry;

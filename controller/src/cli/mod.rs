@@ -2,17 +2,28 @@
 //! subcommand. Each subcommand returns its exit code; none of them holds logic that the
 //! library does not also expose.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 pub mod schema;
+pub mod store_cmds;
 pub mod validate;
 
 /// mycopod: a declarative GitOps reconciliation controller for homelabs and small plants.
 #[derive(Debug, Parser)]
 #[command(name = "mycopod", version, about)]
 pub struct Cli {
+    /// Configuration file (default: `mycopod.toml` in the working directory, if present).
+    #[arg(long, global = true, env = "MYCOPOD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Database URL: `sqlite://PATH` (default `sqlite://mycopod.db`) or `postgres://...`.
+    /// Overrides `database_url` in the configuration and `MYCOPOD_DATABASE_URL`.
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -25,6 +36,14 @@ pub enum Command {
     Validate(validate::Args),
     /// Print the JSON Schema of the declaration documents.
     Schema(schema::Args),
+    /// Apply the database migrations that are not applied yet.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(store_cmds::UserCommand),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(store_cmds::AuditCommand),
 }
 
 /// Exit code: success.
@@ -34,12 +53,51 @@ pub const EXIT_FINDINGS: u8 = 1;
 /// Exit code: usage or configuration error.
 pub const EXIT_USAGE: u8 = 2;
 
+/// The configuration from the file, the environment and the global flags.
+pub fn load_config(cli: &Cli) -> Result<crate::config::Config, crate::config::ConfigError> {
+    let mut sources = crate::config::Sources::from_process_env();
+    sources.file = cli.config.clone();
+    if let Some(url) = &cli.database_url {
+        sources.flags.insert(
+            "database_url".into(),
+            serde_json::Value::String(url.clone()),
+        );
+    }
+    crate::config::load(&sources)
+}
+
 /// Parses the process arguments and runs the subcommand.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match cli.command {
-        Command::Validate(args) => validate::run(&args),
-        Command::Schema(args) => schema::run(&args),
+    match &cli.command {
+        Command::Validate(args) => return ExitCode::from(validate::run(args)),
+        Command::Schema(args) => return ExitCode::from(schema::run(args)),
+        _ => {}
+    }
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
-    ExitCode::from(code)
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let db = config.database_url;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Migrate => store_cmds::migrate(&db).await,
+            Command::User(cmd) => store_cmds::user(&db, cmd).await,
+            Command::Audit(cmd) => store_cmds::audit(&db, cmd).await,
+            Command::Validate(_) | Command::Schema(_) => ExitCode::from(EXIT_OK),
+        }
+    })
 }

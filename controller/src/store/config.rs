@@ -1,0 +1,348 @@
+//! Database-held configuration and controller bookkeeping: declarations (natural-language
+//! specs and their translations), the configuration kinds runs reconcile into the database
+//! (alert rules, notification channels, handshake policies), settings, and leadership (a lease
+//! row on any backend, an advisory lock on PostgreSQL). Callers decide what to store; this
+//! module does not interpret specs.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Connection;
+
+use super::codec::db_time;
+use super::{Backend, Result, Store, StoreError, db_err, on_pool};
+use crate::model::ConfigKind;
+
+/// A declaration to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDeclaration {
+    /// The Declaration's metadata name.
+    pub name: String,
+    /// The commit it came from.
+    pub commit_sha: String,
+    /// The natural-language text.
+    pub text: String,
+    /// YAML generated from it, if translated.
+    pub generated_yaml: Option<String>,
+    /// The model that translated it.
+    pub model: Option<String>,
+    /// `pending`, `translated`, `invalid`, `applied`, ...
+    pub status: String,
+    /// Why translation or validation failed.
+    pub error: Option<String>,
+}
+
+/// A stored declaration.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Declaration {
+    /// Name.
+    pub name: String,
+    /// Commit.
+    pub commit_sha: String,
+    /// Text.
+    pub text: String,
+    /// Generated YAML.
+    pub generated_yaml: Option<String>,
+    /// Translating model.
+    pub model: Option<String>,
+    /// Status.
+    pub status: String,
+    /// Error.
+    pub error: Option<String>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A configuration object held in the database (the current spec of one alert rule,
+/// notification channel or handshake policy).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct ConfigObject {
+    /// Kind.
+    pub kind: ConfigKind,
+    /// Name, unique per kind.
+    pub name: String,
+    /// The spec as JSON.
+    #[sqlx(json, rename = "spec_json")]
+    pub spec: Value,
+    /// SHA-256 of the spec's canonical JSON (the planner compares it).
+    pub spec_hash: String,
+    /// The commit it was applied from.
+    pub commit_sha: String,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Leadership held through a PostgreSQL session advisory lock on a dedicated connection.
+/// Dropping it closes the connection, which releases the lock; a crashed holder loses it as
+/// soon as the server notices the closed session.
+#[derive(Debug)]
+pub struct LeaderLock {
+    conn: sqlx::PgConnection,
+    key: i64,
+}
+
+impl LeaderLock {
+    /// The advisory lock key.
+    pub fn key(&self) -> i64 {
+        self.key
+    }
+
+    /// Checks that the session holding the lock is still alive.
+    pub async fn is_alive(&mut self) -> bool {
+        self.conn.ping().await.is_ok()
+    }
+
+    /// Releases the lock and closes its connection.
+    pub async fn release(mut self) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut self.conn)
+            .await
+            .map_err(db_err("release advisory lock"))?;
+        self.conn
+            .close()
+            .await
+            .map_err(db_err("close leader connection"))
+    }
+}
+
+impl Store {
+    /// Inserts or replaces a declaration.
+    pub async fn upsert_declaration(&self, d: &NewDeclaration, now: DateTime<Utc>) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO declarations (name, commit_sha, text, generated_yaml, model, status, \
+                 error, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (name) DO UPDATE SET commit_sha = excluded.commit_sha, \
+                 text = excluded.text, generated_yaml = excluded.generated_yaml, \
+                 model = excluded.model, status = excluded.status, error = excluded.error, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(&d.name)
+            .bind(&d.commit_sha)
+            .bind(&d.text)
+            .bind(&d.generated_yaml)
+            .bind(&d.model)
+            .bind(&d.status)
+            .bind(&d.error)
+            .bind(db_time(now))
+            .execute(pool)
+            .await
+            .map_err(db_err("upsert declaration"))?;
+            Ok(())
+        })
+    }
+
+    /// Reads a declaration by name.
+    pub async fn get_declaration(&self, name: &str) -> Result<Declaration> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, Declaration>(
+                "SELECT name, commit_sha, text, generated_yaml, model, status, error, updated_at \
+                 FROM declarations WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err("get declaration"))?
+            .ok_or_else(|| StoreError::not_found("declaration", name))
+        })
+    }
+
+    /// Every declaration, by name.
+    pub async fn list_declarations(&self) -> Result<Vec<Declaration>> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, Declaration>(
+                "SELECT name, commit_sha, text, generated_yaml, model, status, error, updated_at \
+                 FROM declarations ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(db_err("list declarations"))
+        })
+    }
+
+    /// Removes a declaration; returns whether it existed.
+    pub async fn remove_declaration(&self, name: &str) -> Result<bool> {
+        on_pool!(self, pool => {
+            Ok(sqlx::query("DELETE FROM declarations WHERE name = $1")
+                .bind(name)
+                .execute(pool)
+                .await
+                .map_err(db_err("remove declaration"))?
+                .rows_affected()
+                == 1)
+        })
+    }
+
+    /// Inserts or replaces the current spec of a configuration object.
+    pub async fn upsert_config_object(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        spec: &Value,
+        spec_hash: &str,
+        commit_sha: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO config_objects (kind, name, spec_json, spec_hash, commit_sha, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (kind, name) DO UPDATE SET spec_json = excluded.spec_json, \
+                 spec_hash = excluded.spec_hash, commit_sha = excluded.commit_sha, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(kind)
+            .bind(name)
+            .bind(sqlx::types::Json(spec))
+            .bind(spec_hash)
+            .bind(commit_sha)
+            .bind(db_time(now))
+            .execute(pool)
+            .await
+            .map_err(db_err("upsert config object"))?;
+            Ok(())
+        })
+    }
+
+    /// Removes a configuration object; returns whether it existed.
+    pub async fn remove_config_object(&self, kind: ConfigKind, name: &str) -> Result<bool> {
+        on_pool!(self, pool => {
+            Ok(sqlx::query("DELETE FROM config_objects WHERE kind = $1 AND name = $2")
+                .bind(kind)
+                .bind(name)
+                .execute(pool)
+                .await
+                .map_err(db_err("remove config object"))?
+                .rows_affected()
+                == 1)
+        })
+    }
+
+    /// The configuration objects of one kind, by name.
+    pub async fn list_config_objects(&self, kind: ConfigKind) -> Result<Vec<ConfigObject>> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, ConfigObject>(
+                "SELECT kind, name, spec_json, spec_hash, commit_sha, updated_at \
+                 FROM config_objects WHERE kind = $1 ORDER BY name",
+            )
+            .bind(kind)
+            .fetch_all(pool)
+            .await
+            .map_err(db_err("list config objects"))
+        })
+    }
+
+    /// Reads a setting.
+    pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        on_pool!(self, pool => {
+            sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_err("get setting"))
+        })
+    }
+
+    /// Writes a setting.
+    pub async fn set_setting(&self, key: &str, value: &str, now: DateTime<Utc>) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(key)
+            .bind(value)
+            .bind(db_time(now))
+            .execute(pool)
+            .await
+            .map_err(db_err("set setting"))?;
+            Ok(())
+        })
+    }
+
+    /// Takes or renews the lease `name` for `holder` until `expires_at`. Succeeds when the
+    /// lease is free, expired at `now`, or already held by `holder`; returns whether `holder`
+    /// holds it afterwards. One conditional upsert, so two contenders cannot both win.
+    pub async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let now = db_time(now);
+        on_pool!(self, pool => {
+            Ok(sqlx::query(
+                "INSERT INTO leader_leases (name, holder, expires_at, acquired_at) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                 expires_at = excluded.expires_at, \
+                 acquired_at = CASE WHEN leader_leases.holder = excluded.holder \
+                     THEN leader_leases.acquired_at ELSE excluded.acquired_at END \
+                 WHERE leader_leases.holder = excluded.holder \
+                 OR leader_leases.expires_at <= excluded.acquired_at",
+            )
+            .bind(name)
+            .bind(holder)
+            .bind(db_time(expires_at))
+            .bind(now)
+            .execute(pool)
+            .await
+            .map_err(db_err("acquire lease"))?
+            .rows_affected()
+                == 1)
+        })
+    }
+
+    /// Gives up the lease if `holder` holds it; returns whether it did.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        on_pool!(self, pool => {
+            Ok(sqlx::query("DELETE FROM leader_leases WHERE name = $1 AND holder = $2")
+                .bind(name)
+                .bind(holder)
+                .execute(pool)
+                .await
+                .map_err(db_err("release lease"))?
+                .rows_affected()
+                == 1)
+        })
+    }
+
+    /// The current holder of a lease and its expiry, if any.
+    pub async fn lease_holder(&self, name: &str) -> Result<Option<(String, DateTime<Utc>)>> {
+        on_pool!(self, pool => {
+            sqlx::query_as("SELECT holder, expires_at FROM leader_leases WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_err("read lease"))
+        })
+    }
+
+    /// PostgreSQL only: tries to take the session advisory lock `key` on a connection of its
+    /// own. `Ok(None)` when another session holds it, or when the backend is SQLite (which
+    /// has one writer anyway; use [`Store::try_acquire_lease`] there).
+    pub async fn try_advisory_leadership(&self, key: i64) -> Result<Option<LeaderLock>> {
+        let Backend::Postgres(pool) = self.backend() else {
+            return Ok(None);
+        };
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(db_err("acquire leader connection"))?
+            .detach();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db_err("try advisory lock"))?;
+        if got {
+            Ok(Some(LeaderLock { conn, key }))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+}

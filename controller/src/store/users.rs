@@ -1,0 +1,568 @@
+//! Users (argon2id password hashes, roles, lockout counters), refresh tokens and API keys.
+//! Tokens and keys are stored only as SHA-256 hashes; passwords only as argon2id PHC strings.
+//! This module does not decide lockout policy or token lifetimes: callers pass them in.
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::audit::{AuditTx, NewAuditEntry};
+use super::codec::{db_time, scopes_from_text, scopes_to_text};
+use super::{Dialect, Result, Store, StoreError, db_err, on_pool};
+use crate::model::{Role, Scope};
+
+/// Hashes a password with argon2id (default parameters, random salt) into a PHC string.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes())?
+        .to_string())
+}
+
+/// Checks a password against a stored PHC string; any parse or mismatch error is `false`.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.as_bytes(), phc)
+        .is_ok()
+}
+
+/// SHA-256 hex of a token or API key, the only form in which they are stored.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A stored user. `password_hash` is never serialized.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct User {
+    /// User id.
+    pub id: i64,
+    /// Unique login name.
+    pub name: String,
+    /// argon2id PHC string.
+    #[serde(skip)]
+    pub password_hash: String,
+    /// Role.
+    pub role: Role,
+    /// Disabled users cannot sign in.
+    pub disabled: bool,
+    /// Consecutive failed logins.
+    pub failed_logins: i64,
+    /// Locked until this time after too many failures.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl User {
+    /// Whether the account is locked at `now`.
+    pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
+        self.locked_until.is_some_and(|t| t > now)
+    }
+}
+
+/// A stored refresh token (its hash).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct RefreshToken {
+    /// Token id.
+    pub id: i64,
+    /// SHA-256 hex of the token.
+    pub token_hash: String,
+    /// Owner.
+    pub user_id: i64,
+    /// Rotation family: every token issued from one login shares it.
+    pub family: String,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Revoked (used, logged out, or its family was revoked).
+    pub revoked: bool,
+    /// Issued.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Result of [`Store::rotate_refresh_token`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RotateOutcome {
+    /// The old token was valid; it is revoked and the new one stored.
+    Rotated(RefreshToken),
+    /// The old token was already used or revoked: its whole family is now revoked.
+    Reused {
+        /// The revoked family.
+        family: String,
+        /// Its owner.
+        user_id: i64,
+    },
+    /// The old token is expired.
+    Expired,
+    /// No such token.
+    Unknown,
+}
+
+/// A stored API key (its hash).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKey {
+    /// Key id.
+    pub id: i64,
+    /// Human name.
+    pub name: String,
+    /// SHA-256 hex of the key.
+    #[serde(skip)]
+    pub key_hash: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// Who created it.
+    pub created_by: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last used.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+type ApiKeyRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+fn api_key_from_row(row: ApiKeyRow) -> Result<ApiKey> {
+    let (id, name, key_hash, scopes, created_by, created_at, last_used_at, revoked_at) = row;
+    let scopes = scopes_from_text(&scopes).map_err(|e| StoreError::Corrupt {
+        op: "read api key",
+        message: e.to_string(),
+    })?;
+    Ok(ApiKey {
+        id,
+        name,
+        key_hash,
+        scopes,
+        created_by,
+        created_at,
+        last_used_at,
+        revoked_at,
+    })
+}
+
+macro_rules! user_columns {
+    () => {
+        "id, name, password_hash, role, disabled, failed_logins, locked_until, created_at, \
+         updated_at"
+    };
+}
+
+macro_rules! api_key_columns {
+    () => {
+        "id, name, key_hash, scopes, created_by, created_at, last_used_at, revoked_at"
+    };
+}
+
+impl Store {
+    /// Creates a user from an already computed argon2id hash; a taken name is a
+    /// [`StoreError::Constraint`]. Audited as `user.created`.
+    pub async fn create_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        role: Role,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<User> {
+        let now = db_time(now);
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err("begin create user"))?;
+            let user = sqlx::query_as::<_, User>(concat!(
+                "INSERT INTO users (name, password_hash, role, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $4) RETURNING ", user_columns!()
+            ))
+            .bind(name)
+            .bind(password_hash)
+            .bind(role)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err("insert user"))?;
+            tx.append_audit(
+                &NewAuditEntry {
+                    actor: actor.to_owned(),
+                    event: "user.created".to_owned(),
+                    subject: format!("user/{name}"),
+                    details: json!({"role": role.as_str()}),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await.map_err(db_err("commit create user"))?;
+            Ok(user)
+        })
+    }
+
+    /// Reads a user by login name.
+    pub async fn get_user_by_name(&self, name: &str) -> Result<User> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, User>(concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_err("get user"))?
+                .ok_or_else(|| StoreError::not_found("user", name))
+        })
+    }
+
+    /// Reads a user by id.
+    pub async fn get_user(&self, id: i64) -> Result<User> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, User>(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_err("get user"))?
+                .ok_or_else(|| StoreError::not_found("user", id))
+        })
+    }
+
+    /// Every user, by name.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, User>(concat!("SELECT ", user_columns!(), " FROM users ORDER BY name"))
+                .fetch_all(pool)
+                .await
+                .map_err(db_err("list users"))
+        })
+    }
+
+    /// Counts a failed login atomically and locks the account until `lock_until` when the
+    /// count reaches `max_failures`. A lock that already expired starts the count afresh.
+    /// Returns the updated user.
+    pub async fn record_failed_login(
+        &self,
+        name: &str,
+        max_failures: i64,
+        lock_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<User> {
+        let now = db_time(now);
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, User>(concat!(
+                "UPDATE users SET \
+                 failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= $4 \
+                     THEN 1 ELSE failed_logins + 1 END, \
+                 locked_until = CASE \
+                     WHEN locked_until IS NOT NULL AND locked_until <= $4 THEN NULL \
+                     WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END, \
+                 updated_at = $4 \
+                 WHERE name = $1 RETURNING ", user_columns!()
+            ))
+            .bind(name)
+            .bind(max_failures)
+            .bind(db_time(lock_until))
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err("record failed login"))?
+            .ok_or_else(|| StoreError::not_found("user", name))
+        })
+    }
+
+    /// Resets the failure count and lock after a successful login.
+    pub async fn reset_failed_logins(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
+        let now = db_time(now);
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $2 \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map_err(db_err("reset failed logins"))?;
+            Ok(())
+        })
+    }
+
+    /// Disables or enables a user; returns whether the user exists. Audited.
+    pub async fn set_user_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let now = db_time(now);
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err("begin disable user"))?;
+            let found = sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE name = $1")
+                .bind(name)
+                .bind(disabled)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("disable user"))?
+                .rows_affected()
+                == 1;
+            if found {
+                tx.append_audit(
+                    &NewAuditEntry {
+                        actor: actor.to_owned(),
+                        event: if disabled { "user.disabled" } else { "user.enabled" }.to_owned(),
+                        subject: format!("user/{name}"),
+                        details: json!({}),
+                    },
+                    now,
+                )
+                .await?;
+            }
+            tx.commit().await.map_err(db_err("commit disable user"))?;
+            Ok(found)
+        })
+    }
+
+    /// Stores a new refresh token hash.
+    pub async fn insert_refresh_token(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        family: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<RefreshToken> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, RefreshToken>(
+                "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 RETURNING id, token_hash, user_id, family, expires_at, revoked, created_at",
+            )
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(family)
+            .bind(db_time(expires_at))
+            .bind(db_time(now))
+            .fetch_one(pool)
+            .await
+            .map_err(db_err("insert refresh token"))
+        })
+    }
+
+    /// Finds a refresh token by its hash.
+    pub async fn find_refresh_token(&self, token_hash: &str) -> Result<Option<RefreshToken>> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, RefreshToken>(
+                "SELECT id, token_hash, user_id, family, expires_at, revoked, created_at \
+                 FROM refresh_tokens WHERE token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err("find refresh token"))
+        })
+    }
+
+    /// Uses a refresh token: if it is valid it is revoked and `new_hash` stored in the same
+    /// family, atomically, so two concurrent uses cannot both rotate. Presenting an already
+    /// used or revoked token revokes its whole family (token theft detection).
+    pub async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new_expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<RotateOutcome> {
+        let now = db_time(now);
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err("begin rotate refresh token"))?;
+            let old: Option<RefreshToken> = sqlx::query_as(pool.pick(
+                "SELECT id, token_hash, user_id, family, expires_at, revoked, created_at \
+                 FROM refresh_tokens WHERE token_hash = $1",
+                "SELECT id, token_hash, user_id, family, expires_at, revoked, created_at \
+                 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+            ))
+            .bind(old_hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err("find refresh token"))?;
+            let Some(old) = old else {
+                return Ok(RotateOutcome::Unknown);
+            };
+            if old.revoked {
+                sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1")
+                    .bind(&old.family)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err("revoke refresh token family"))?;
+                tx.commit().await.map_err(db_err("commit revoke family"))?;
+                return Ok(RotateOutcome::Reused { family: old.family, user_id: old.user_id });
+            }
+            if old.expires_at <= now {
+                return Ok(RotateOutcome::Expired);
+            }
+            sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE id = $1")
+                .bind(old.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("revoke used refresh token"))?;
+            let new = sqlx::query_as::<_, RefreshToken>(
+                "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 RETURNING id, token_hash, user_id, family, expires_at, revoked, created_at",
+            )
+            .bind(new_hash)
+            .bind(old.user_id)
+            .bind(&old.family)
+            .bind(db_time(new_expires_at))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err("insert rotated refresh token"))?;
+            tx.commit().await.map_err(db_err("commit rotate refresh token"))?;
+            Ok(RotateOutcome::Rotated(new))
+        })
+    }
+
+    /// Revokes every token of a family (logout); returns how many were still active.
+    pub async fn revoke_refresh_family(&self, family: &str) -> Result<u64> {
+        on_pool!(self, pool => {
+            Ok(sqlx::query(
+                "UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1 AND revoked = FALSE",
+            )
+            .bind(family)
+            .execute(pool)
+            .await
+            .map_err(db_err("revoke refresh token family"))?
+            .rows_affected())
+        })
+    }
+
+    /// Revokes every refresh token of a user (disable, password change).
+    pub async fn revoke_user_refresh_tokens(&self, user_id: i64) -> Result<u64> {
+        on_pool!(self, pool => {
+            Ok(sqlx::query(
+                "UPDATE refresh_tokens SET revoked = TRUE WHERE user_id = $1 AND revoked = FALSE",
+            )
+            .bind(user_id)
+            .execute(pool)
+            .await
+            .map_err(db_err("revoke user refresh tokens"))?
+            .rows_affected())
+        })
+    }
+
+    /// Stores a new API key by its hash. Audited as `api_key.created`.
+    pub async fn create_api_key(
+        &self,
+        name: &str,
+        key_hash: &str,
+        scopes: &[Scope],
+        created_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey> {
+        let now = db_time(now);
+        let scope_text = scopes_to_text(scopes);
+        let row: ApiKeyRow = on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err("begin create api key"))?;
+            let row: ApiKeyRow = sqlx::query_as(concat!(
+                "INSERT INTO api_keys (name, key_hash, scopes, created_by, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING ", api_key_columns!()
+            ))
+            .bind(name)
+            .bind(key_hash)
+            .bind(&scope_text)
+            .bind(created_by)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err("insert api key"))?;
+            tx.append_audit(
+                &NewAuditEntry {
+                    actor: created_by.to_owned(),
+                    event: "api_key.created".to_owned(),
+                    subject: format!("api_key/{}", row.0),
+                    details: json!({"name": name, "scopes": scope_text}),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await.map_err(db_err("commit create api key"))?;
+            row
+        });
+        api_key_from_row(row)
+    }
+
+    /// Finds an active (not revoked) API key by its hash.
+    pub async fn find_api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        let row: Option<ApiKeyRow> = on_pool!(self, pool => {
+            sqlx::query_as(concat!(
+                "SELECT ", api_key_columns!(), " FROM api_keys \
+                 WHERE key_hash = $1 AND revoked_at IS NULL"
+            ))
+            .bind(key_hash)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err("find api key"))?
+        });
+        row.map(api_key_from_row).transpose()
+    }
+
+    /// Records that a key was used.
+    pub async fn touch_api_key(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(db_time(now))
+                .execute(pool)
+                .await
+                .map_err(db_err("touch api key"))?;
+            Ok(())
+        })
+    }
+
+    /// Every API key, revoked ones included, newest first.
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        let rows: Vec<ApiKeyRow> = on_pool!(self, pool => {
+            sqlx::query_as(concat!("SELECT ", api_key_columns!(), " FROM api_keys ORDER BY id DESC"))
+                .fetch_all(pool)
+                .await
+                .map_err(db_err("list api keys"))?
+        });
+        rows.into_iter().map(api_key_from_row).collect()
+    }
+
+    /// Revokes a key; returns whether an active key was revoked. Audited.
+    pub async fn revoke_api_key(&self, id: i64, actor: &str, now: DateTime<Utc>) -> Result<bool> {
+        let now = db_time(now);
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err("begin revoke api key"))?;
+            let done = sqlx::query(
+                "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("revoke api key"))?
+            .rows_affected()
+                == 1;
+            if done {
+                tx.append_audit(
+                    &NewAuditEntry {
+                        actor: actor.to_owned(),
+                        event: "api_key.revoked".to_owned(),
+                        subject: format!("api_key/{id}"),
+                        details: json!({}),
+                    },
+                    now,
+                )
+                .await?;
+            }
+            tx.commit().await.map_err(db_err("commit revoke api key"))?;
+            Ok(done)
+        })
+    }
+}
