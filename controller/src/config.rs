@@ -169,8 +169,15 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A value is malformed or a key unknown.
-    #[error("invalid configuration: {0}")]
-    Invalid(Box<figment::Error>),
+    #[error("invalid configuration from {origin}: {key}: {message}")]
+    Invalid {
+        /// The file, environment variable or flag the value came from.
+        origin: String,
+        /// The key (`poll_interval`, `llm.timeout`).
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// Where the configuration comes from, for [`load`].
@@ -222,11 +229,67 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         }
     }
 
-    figment = figment.merge(env_provider(&sources.env));
+    let known = known_keys();
+    let from_env = env_values(&sources.env, &known);
+    figment = figment.merge(env_provider(&from_env));
     figment = figment.merge(Serialized::defaults(&sources.flags));
-    figment
-        .extract()
-        .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    figment.extract().map_err(|e| {
+        // Name where the bad value came from: the variable, the flag, or the file.
+        let key = e.path.join(".");
+        let origin = if sources.flags.contains_key(&key) {
+            format!("flag --{}", key.replace('_', "-"))
+        } else if let Some((var, _)) = from_env.iter().find(|(_, (k, _))| *k == key) {
+            format!("environment variable {var}")
+        } else {
+            e.metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map(|s| format!("{s}"))
+                .unwrap_or_else(|| "configuration".to_owned())
+        };
+        ConfigError::Invalid {
+            origin,
+            key,
+            message: e.kind.to_string(),
+        }
+    })
+}
+
+/// Every key `Config` has, as `poll_interval` or `llm.base_url`.
+fn known_keys() -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    if let Ok(serde_json::Value::Object(root)) = serde_json::to_value(Config::default()) {
+        for (key, value) in root {
+            match value {
+                serde_json::Value::Object(section) => {
+                    for field in section.keys() {
+                        keys.insert(format!("{key}.{field}"));
+                    }
+                }
+                _ => {
+                    keys.insert(key);
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// The `MYCOPOD_*` variables that name configuration keys, as variable -> (key, value).
+/// Other `MYCOPOD_*` variables (secrets named by specs, test settings) are not configuration
+/// and are left alone.
+fn env_values(
+    env: &BTreeMap<String, String>,
+    known: &std::collections::BTreeSet<String>,
+) -> BTreeMap<String, (String, String)> {
+    env.iter()
+        .filter_map(|(var, value)| {
+            let key = env_key(var)?;
+            known
+                .contains(&key)
+                .then(|| (var.clone(), (key, value.clone())))
+        })
+        .collect()
 }
 
 /// `MYCOPOD_LLM_BASE_URL` → `llm.base_url`, `MYCOPOD_POLL_INTERVAL` → `poll_interval`.
@@ -247,10 +310,10 @@ fn env_key(var: &str) -> Option<String> {
     Some(rest.to_ascii_lowercase())
 }
 
-fn env_provider(env: &BTreeMap<String, String>) -> Serialized<serde_json::Value> {
+fn env_provider(values: &BTreeMap<String, (String, String)>) -> Serialized<serde_json::Value> {
     let mut root = serde_json::Map::new();
-    for (var, value) in env {
-        let Some(key) = env_key(var) else { continue };
+    for (key, value) in values.values() {
+        let key = key.clone();
         let value = env_value(&key, value);
         match key.split_once('.') {
             Some((section, field)) => {
@@ -342,8 +405,26 @@ mod tests {
             ..Sources::default()
         };
         let err = load(&sources).unwrap_err().to_string();
+        assert!(
+            err.contains("environment variable MYCOPOD_POLL_INTERVAL"),
+            "{err}"
+        );
         assert!(err.contains("poll_interval"), "{err}");
         assert!(err.contains("often"), "{err}");
+    }
+
+    #[test]
+    fn other_mycopod_variables_should_not_be_taken_for_configuration() {
+        // Specs name secrets in environment variables; those are not configuration keys.
+        let sources = Sources {
+            env: env(&[
+                ("MYCOPOD_PVE_TOKEN", "s3cret"),
+                ("MYCOPOD_LISTEN", "127.0.0.1:9999"),
+            ]),
+            ..Sources::default()
+        };
+        let config = load(&sources).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9999");
     }
 
     #[test]

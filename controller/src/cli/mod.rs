@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod plan;
 pub mod schema;
 pub mod store_cmds;
 pub mod validate;
@@ -36,6 +37,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Print the JSON Schema of the declaration documents.
     Schema(schema::Args),
+    /// Show what applying the declarations would change (exit 0 none, 3 changes, 1 error).
+    Plan(plan::Args),
     /// Apply the database migrations that are not applied yet.
     Migrate,
     /// Manage users.
@@ -91,9 +94,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let db = config.database_url;
     runtime.block_on(async move {
+        let db = config.database_url.clone();
         match cli.command {
+            Command::Plan(args) => plan::run(&config, &args).await,
             Command::Migrate => store_cmds::migrate(&db).await,
             Command::User(cmd) => store_cmds::user(&db, cmd).await,
             Command::Audit(cmd) => store_cmds::audit(&db, cmd).await,

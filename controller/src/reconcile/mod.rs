@@ -3,4 +3,5 @@
 //!
 //! The loop itself is thin; what it runs is a step function that tests drive directly.
 
+pub mod observe;
 pub mod queue;

@@ -1,0 +1,354 @@
+//! `mycopod plan`: what applying the declarations would change, without changing anything.
+//!
+//! It reads the declarations (a local working tree, or a Git remote at a ref), validates them,
+//! observes through the real adapters (read-only requests only), plans, and prints the plan
+//! with the approvals the policies demand. Exit 0: no changes; 3: changes; 1: invalid
+//! declarations or resources that cannot be planned; 2: usage or configuration error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use mycopod_adapters::git::GitSource;
+use mycopod_specs::{DesiredState, Loaded, kinds::Kind, kinds::Verb as SpecVerb};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::plan::{Options, Planned, ResourceKind, Verb};
+use crate::policy::{ActionSubject, NamedPolicy, requirement_for, run_requirement};
+use crate::reconcile::observe::LiveWorld;
+use crate::store::Store;
+
+/// Exit code when the plan has changes (like terraform's `-detailed-exitcode`).
+pub const EXIT_CHANGES: u8 = 3;
+
+/// `mycopod plan` arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The declarations: a local folder (its files as they are now) or a Git URL.
+    /// Default: `repo` from the configuration, else the current folder.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Branch, tag or commit of a Git URL (default: `ref` from the configuration, `main`).
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
+    /// Sub-folder of the repository that holds the declarations.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Also plan deletion of managed guests that are no longer declared.
+    #[arg(long)]
+    pub prune: bool,
+    /// Write the plan as JSON to this file too.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Where the declarations came from and their files, loaded.
+pub struct Source {
+    /// The commit id, or `worktree` for a local folder.
+    pub commit: String,
+    /// The loaded files.
+    pub loaded: Loaded,
+}
+
+fn is_remote(repo: &str) -> bool {
+    repo.contains("://") || (repo.contains('@') && repo.contains(':') && !Path::new(repo).exists())
+}
+
+/// Reads the declarations of `repo` as `config` says: a local folder as it is, a remote at
+/// the configured ref.
+pub async fn read_source(
+    config: &Config,
+    repo: &str,
+    git_ref: &str,
+    path: &str,
+) -> Result<Source, String> {
+    if !is_remote(repo) {
+        let dir = Path::new(repo).join(path);
+        let loaded = mycopod_specs::load_path(&dir).map_err(|e| e.to_string())?;
+        return Ok(Source {
+            commit: "worktree".to_owned(),
+            loaded,
+        });
+    }
+    let mut source = GitSource::new(repo, &config.cache_dir);
+    if let Some(var) = &config.git_token_env {
+        let token = std::env::var(var)
+            .map_err(|_| format!("environment variable {var} (git_token_env) is not set"))?;
+        source = source.with_auth(mycopod_adapters::git::GitAuth::Token {
+            username: "x-access-token".to_owned(),
+            token,
+        });
+    }
+    let commit = source.fetch(git_ref).await.map_err(|e| e.to_string())?;
+    let files = source
+        .read_declarations(&commit, path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut loaded = Loaded::default();
+    for file in files {
+        loaded.add_str(&file.path, file.text);
+    }
+    Ok(Source {
+        commit: commit.to_string(),
+        loaded,
+    })
+}
+
+/// Opens the configured database for reading, if it exists; never creates one.
+async fn open_store_if_present(url: &str) -> Result<Option<Store>, String> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let file = path.split('?').next().unwrap_or(path);
+        if file.is_empty() || !Path::new(file).exists() {
+            return Ok(None);
+        }
+    }
+    Store::connect(url)
+        .await
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+fn spec_kind(kind: ResourceKind) -> Kind {
+    match kind {
+        ResourceKind::Guest => Kind::Guest,
+        ResourceKind::ModbusDevice => Kind::ModbusDevice,
+        ResourceKind::AlertRule => Kind::AlertRule,
+        ResourceKind::NotificationChannel => Kind::NotificationChannel,
+        ResourceKind::HandshakePolicy => Kind::HandshakePolicy,
+    }
+}
+
+fn spec_verb(verb: Verb) -> SpecVerb {
+    match verb {
+        Verb::Create => SpecVerb::Create,
+        Verb::Update => SpecVerb::Update,
+        Verb::Start => SpecVerb::Start,
+        Verb::Stop => SpecVerb::Stop,
+        Verb::Delete => SpecVerb::Delete,
+        Verb::Write => SpecVerb::Write,
+        Verb::Upsert => SpecVerb::Upsert,
+        Verb::Remove => SpecVerb::Remove,
+    }
+}
+
+/// The labels of a planned resource, as declared (empty for undeclared ones).
+fn labels_of<'a>(
+    desired: &'a DesiredState,
+    kind: ResourceKind,
+    name: &str,
+) -> Option<&'a BTreeMap<String, String>> {
+    let find = |labels: Option<&'a BTreeMap<String, String>>| labels;
+    match kind {
+        ResourceKind::Guest => find(
+            desired
+                .guests
+                .iter()
+                .find(|r| r.name().as_str() == name)
+                .map(|r| r.labels()),
+        ),
+        ResourceKind::ModbusDevice => find(
+            desired
+                .devices
+                .iter()
+                .find(|r| r.name().as_str() == name)
+                .map(|r| r.labels()),
+        ),
+        ResourceKind::AlertRule => find(
+            desired
+                .alert_rules
+                .iter()
+                .find(|r| r.name().as_str() == name)
+                .map(|r| r.labels()),
+        ),
+        ResourceKind::NotificationChannel => find(
+            desired
+                .channels
+                .iter()
+                .find(|r| r.name().as_str() == name)
+                .map(|r| r.labels()),
+        ),
+        ResourceKind::HandshakePolicy => find(
+            desired
+                .policies
+                .iter()
+                .find(|r| r.name().as_str() == name)
+                .map(|r| r.labels()),
+        ),
+    }
+}
+
+/// The approvals each action needs, as text lines, and the run's total.
+pub fn approvals_summary(desired: &DesiredState, planned: &Planned) -> (Vec<String>, u32) {
+    let policies: Vec<NamedPolicy<'_>> = desired
+        .policies
+        .iter()
+        .map(|p| NamedPolicy {
+            name: p.name().as_str(),
+            spec: &p.spec,
+        })
+        .collect();
+    let empty = BTreeMap::new();
+    let mut lines = Vec::new();
+    let mut all = Vec::new();
+    for action in &planned.plan.actions {
+        let labels =
+            labels_of(desired, action.resource.kind, &action.resource.name).unwrap_or(&empty);
+        let requirement = requirement_for(
+            &policies,
+            &ActionSubject {
+                kind: spec_kind(action.resource.kind),
+                name: &action.resource.name,
+                labels,
+                verb: spec_verb(action.verb),
+            },
+        );
+        if requirement.approvals > 0 {
+            let by = if requirement.policies.is_empty() {
+                "default policy".to_owned()
+            } else {
+                requirement.policies.join(", ")
+            };
+            lines.push(format!(
+                "{}: {} approval(s) ({by})",
+                action.key, requirement.approvals
+            ));
+        }
+        all.push(requirement);
+    }
+    (lines, run_requirement(&all).approvals)
+}
+
+/// Runs `mycopod plan`.
+pub async fn run(config: &Config, args: &Args) -> ExitCode {
+    let repo = args
+        .repo
+        .clone()
+        .or_else(|| config.repo.clone())
+        .unwrap_or_else(|| ".".to_owned());
+    let git_ref = args
+        .git_ref
+        .clone()
+        .unwrap_or_else(|| config.git_ref.clone());
+    let path = args.path.clone().unwrap_or_else(|| config.path.clone());
+
+    let source = match read_source(config, &repo, &git_ref, &path).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: read declarations from {repo}: {e}");
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+    };
+    let checked = match mycopod_specs::check(&source.loaded) {
+        Ok(c) => c,
+        Err(findings) => {
+            eprint!(
+                "{}",
+                mycopod_specs::render::render_human(&findings, &source.loaded)
+            );
+            eprintln!("error: the declarations do not validate; nothing was planned");
+            return ExitCode::from(super::EXIT_FINDINGS);
+        }
+    };
+    let desired = checked.desired;
+
+    let store = match open_store_if_present(&config.database_url).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "warning: database not readable ({e}); database-held configuration is planned as new"
+            );
+            None
+        }
+    };
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let world = LiveWorld::new(&desired, &env);
+    let (observed, problems) = world.observe(&desired, store.as_ref()).await;
+    for p in &problems {
+        eprintln!("warning: {}: {}", p.resource, p.message);
+    }
+
+    let planned = crate::plan::plan(
+        &source.commit,
+        &desired,
+        &observed,
+        Options {
+            prune: args.prune || config.prune,
+        },
+    );
+    print!("{}", planned.plan.render());
+    for note in &planned.notes {
+        println!("note: {}", describe_note(note));
+    }
+    let (approval_lines, run_approvals) = approvals_summary(&desired, &planned);
+    if !planned.plan.is_empty() {
+        println!("plan hash: {}", planned.plan.hash());
+        if run_approvals == 0 {
+            println!("approvals: none needed; the server applies this plan by itself");
+        } else {
+            println!("approvals: {run_approvals} needed before the server applies this plan");
+            for line in &approval_lines {
+                println!("  {line}");
+            }
+        }
+    }
+    for issue in &planned.issues {
+        eprintln!("error: {issue}");
+    }
+
+    if let Some(out) = &args.out {
+        let document = json!({
+            "commit": source.commit,
+            "plan_hash": planned.plan.hash(),
+            "plan": planned.plan,
+            "notes": planned.notes,
+            "issues": planned.issues,
+            "approvals_needed": run_approvals,
+        });
+        let text = match serde_json::to_string_pretty(&document) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: serialise plan: {e}");
+                return ExitCode::from(super::EXIT_FINDINGS);
+            }
+        };
+        if let Err(e) = std::fs::write(out, text + "\n") {
+            eprintln!("error: write {}: {e}", out.display());
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+    }
+
+    if !planned.issues.is_empty() {
+        ExitCode::from(super::EXIT_FINDINGS)
+    } else if planned.plan.is_empty() {
+        ExitCode::from(super::EXIT_OK)
+    } else {
+        ExitCode::from(EXIT_CHANGES)
+    }
+}
+
+/// One line for a note.
+pub fn describe_note(note: &crate::plan::Note) -> String {
+    use crate::plan::Note;
+    match note {
+        Note::Unreachable { kind, name } => {
+            format!("{kind}/{name} did not answer: its resources were not planned")
+        }
+        Note::RestartRequired { resource, keys } => {
+            format!(
+                "{resource} needs a restart for {} to take effect",
+                keys.join(", ")
+            )
+        }
+        Note::Drift { resource, changes } => {
+            format!(
+                "{resource} drifted ({}) and is in detect mode: not changed",
+                changes.join(", ")
+            )
+        }
+        Note::NotPruned { detail, .. } => detail.clone(),
+    }
+}

@@ -1,0 +1,366 @@
+//! Observing the world through the real adapters: Proxmox clusters, Modbus devices, and the
+//! configuration held in mycopod's own database, into the planner's plain data.
+//!
+//! Observation never changes anything and never fails as a whole: a cluster or device that
+//! cannot be reached (or whose credentials are missing) is marked unreachable with the reason,
+//! and the planner leaves its resources alone.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use mycopod_adapters::modbus::ModbusClient;
+use mycopod_adapters::modbus::translate::device_def;
+use mycopod_adapters::proxmox::client::{Auth, ClientConfig, ProxmoxClient, Tls};
+use mycopod_adapters::proxmox::propstring::parse_tags;
+use mycopod_specs::DesiredState;
+use mycopod_specs::kinds::ProxmoxClusterSpec;
+
+use crate::model::ConfigKind;
+use crate::plan::{
+    Observed, ObservedCluster, ObservedDevice, ObservedGuest, ResourceKind, StoredConfig,
+};
+use crate::store::Store;
+
+/// Why a cluster's client could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// The environment variable a spec names is not set.
+    #[error("cluster {cluster}: environment variable {var} (from {field}) is not set")]
+    MissingEnv {
+        /// The cluster.
+        cluster: String,
+        /// The variable.
+        var: String,
+        /// The spec field naming it.
+        field: &'static str,
+    },
+    /// The file a spec names cannot be read.
+    #[error("cluster {cluster}: cannot read {path} (from {field}): {reason}")]
+    UnreadableFile {
+        /// The cluster.
+        cluster: String,
+        /// The file.
+        path: String,
+        /// The spec field naming it.
+        field: &'static str,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The spec gives neither a token nor a user (validation refuses this; kept for safety).
+    #[error("cluster {cluster}: no credentials declared")]
+    NoCredentials {
+        /// The cluster.
+        cluster: String,
+    },
+    /// The client could not be built (bad CA file, ...).
+    #[error("cluster {cluster}: {reason}")]
+    Client {
+        /// The cluster.
+        cluster: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Resolves a secret reference: an environment variable from `env`, or a file.
+fn secret(
+    cluster: &str,
+    env: &BTreeMap<String, String>,
+    env_var: Option<&str>,
+    env_field: &'static str,
+    file: Option<&str>,
+    file_field: &'static str,
+) -> Result<Option<String>, CredentialError> {
+    if let Some(var) = env_var {
+        return env
+            .get(var)
+            .map(|v| Some(v.trim_end_matches('\n').to_owned()))
+            .ok_or_else(|| CredentialError::MissingEnv {
+                cluster: cluster.to_owned(),
+                var: var.to_owned(),
+                field: env_field,
+            });
+    }
+    if let Some(path) = file {
+        return std::fs::read_to_string(path)
+            .map(|s| Some(s.trim_end().to_owned()))
+            .map_err(|e| CredentialError::UnreadableFile {
+                cluster: cluster.to_owned(),
+                path: path.to_owned(),
+                field: file_field,
+                reason: e.to_string(),
+            });
+    }
+    Ok(None)
+}
+
+/// The Proxmox client settings a `ProxmoxCluster` declares, secrets read from `env` or files.
+pub fn cluster_client_config(
+    name: &str,
+    spec: &ProxmoxClusterSpec,
+    env: &BTreeMap<String, String>,
+) -> Result<ClientConfig, CredentialError> {
+    let a = &spec.auth;
+    let auth = if let Some(token_id) = &a.token_id {
+        let secret = secret(
+            name,
+            env,
+            a.secret_env.as_deref(),
+            "spec.auth.secretEnv",
+            a.secret_file.as_deref(),
+            "spec.auth.secretFile",
+        )?
+        .ok_or_else(|| CredentialError::NoCredentials {
+            cluster: name.to_owned(),
+        })?;
+        Auth::Token {
+            token_id: token_id.clone(),
+            secret,
+        }
+    } else if let Some(user) = &a.user {
+        let password = secret(
+            name,
+            env,
+            a.password_env.as_deref(),
+            "spec.auth.passwordEnv",
+            a.password_file.as_deref(),
+            "spec.auth.passwordFile",
+        )?
+        .ok_or_else(|| CredentialError::NoCredentials {
+            cluster: name.to_owned(),
+        })?;
+        Auth::Password {
+            user: user.clone(),
+            password,
+        }
+    } else {
+        return Err(CredentialError::NoCredentials {
+            cluster: name.to_owned(),
+        });
+    };
+    let mut config = ClientConfig::new(spec.endpoint.to_string().trim_end_matches('/'), auth);
+    config.tls = match (&spec.tls.ca_file, spec.tls.insecure_skip_verify) {
+        (Some(ca), _) => Tls::CaFile(PathBuf::from(ca)),
+        (None, true) => Tls::InsecureSkipVerify,
+        (None, false) => Tls::System,
+    };
+    Ok(config)
+}
+
+/// The clients of every declared cluster and device, made once and reused across
+/// observations (so that connections and tickets are kept).
+pub struct LiveWorld {
+    clusters: BTreeMap<String, Result<ProxmoxClient, CredentialError>>,
+    devices: BTreeMap<String, Result<Arc<ModbusClient>, String>>,
+}
+
+impl std::fmt::Debug for LiveWorld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveWorld")
+            .field("clusters", &self.clusters.keys().collect::<Vec<_>>())
+            .field("devices", &self.devices.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// What an observation could not see, for the controller status and `mycopod plan`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObserveProblem {
+    /// `ProxmoxCluster/home`, `ModbusDevice/fm-1`.
+    pub resource: String,
+    /// Why.
+    pub message: String,
+}
+
+impl LiveWorld {
+    /// Clients for what `desired` declares; secrets are resolved from `env` and files now.
+    pub fn new(desired: &DesiredState, env: &BTreeMap<String, String>) -> LiveWorld {
+        let clusters = desired
+            .clusters
+            .iter()
+            .map(|c| {
+                let name = c.name().as_str();
+                let client = cluster_client_config(name, &c.spec, env).and_then(|config| {
+                    ProxmoxClient::new(config).map_err(|e| CredentialError::Client {
+                        cluster: name.to_owned(),
+                        reason: e.to_string(),
+                    })
+                });
+                (name.to_owned(), client)
+            })
+            .collect();
+        let devices = desired
+            .devices
+            .iter()
+            .map(|d| {
+                let name = d.name().as_str();
+                let client = ModbusClient::new(device_def(name, &d.spec))
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string());
+                (name.to_owned(), client)
+            })
+            .collect();
+        LiveWorld { clusters, devices }
+    }
+
+    /// The Modbus client of a device, shared with telemetry so requests never interleave.
+    pub fn device(&self, name: &str) -> Option<&Arc<ModbusClient>> {
+        self.devices.get(name).and_then(|c| c.as_ref().ok())
+    }
+
+    /// The Proxmox client of a cluster.
+    pub fn cluster(&self, name: &str) -> Option<&ProxmoxClient> {
+        self.clusters.get(name).and_then(|c| c.as_ref().ok())
+    }
+
+    /// Observes everything `desired` declares. Guests that are declared and exist are read
+    /// deeply (configuration, digest, pending changes); the rest only from the one cluster
+    /// listing. Database-held configuration comes from `store` when given.
+    pub async fn observe(
+        &self,
+        desired: &DesiredState,
+        store: Option<&Store>,
+    ) -> (Observed, Vec<ObserveProblem>) {
+        let mut observed = Observed::default();
+        let mut problems = Vec::new();
+
+        let cluster_work = self.clusters.iter().map(|(name, client)| async move {
+            let result = match client {
+                Err(e) => Err(e.to_string()),
+                Ok(client) => observe_cluster(client, name, desired).await,
+            };
+            (name.clone(), result)
+        });
+        for (name, result) in join_all(cluster_work).await {
+            match result {
+                Ok(cluster) => {
+                    observed.clusters.insert(name, cluster);
+                }
+                Err(message) => {
+                    problems.push(ObserveProblem {
+                        resource: format!("ProxmoxCluster/{name}"),
+                        message,
+                    });
+                    observed.clusters.insert(name, ObservedCluster::default());
+                }
+            }
+        }
+
+        let device_work = desired.devices.iter().filter_map(|d| {
+            let client = self.devices.get(d.name().as_str())?.clone();
+            let names: Vec<String> = d.spec.setpoints.keys().cloned().collect();
+            let name = d.name().as_str().to_owned();
+            // Bounded by the device's own timeout per request; this is a last guard.
+            let limit = d.spec.timeout.as_std() * 4 + Duration::from_secs(1);
+            Some(async move {
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                let result = match client {
+                    Err(e) => Err(e),
+                    Ok(_) if refs.is_empty() => Ok(BTreeMap::new()),
+                    Ok(client) => {
+                        match tokio::time::timeout(limit, client.observe_setpoints(&refs)).await {
+                            Ok(Ok(values)) => Ok(values),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err(format!("no answer within {limit:?}")),
+                        }
+                    }
+                };
+                (name, result)
+            })
+        });
+        for (name, result) in join_all(device_work).await {
+            let device = match result {
+                Ok(values) => ObservedDevice {
+                    reachable: true,
+                    values,
+                },
+                Err(message) => {
+                    problems.push(ObserveProblem {
+                        resource: format!("ModbusDevice/{name}"),
+                        message,
+                    });
+                    ObservedDevice::default()
+                }
+            };
+            observed.devices.insert(name, device);
+        }
+
+        if let Some(store) = store {
+            for (config_kind, kind) in [
+                (ConfigKind::AlertRule, ResourceKind::AlertRule),
+                (
+                    ConfigKind::NotificationChannel,
+                    ResourceKind::NotificationChannel,
+                ),
+                (ConfigKind::HandshakePolicy, ResourceKind::HandshakePolicy),
+            ] {
+                match store.list_config_objects(config_kind).await {
+                    Ok(rows) => {
+                        for row in rows {
+                            observed
+                                .config
+                                .insert((kind, row.name), StoredConfig { spec: row.spec });
+                        }
+                    }
+                    Err(e) => problems.push(ObserveProblem {
+                        resource: format!("database ({kind})"),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
+        (observed, problems)
+    }
+}
+
+async fn observe_cluster(
+    client: &ProxmoxClient,
+    name: &str,
+    desired: &DesiredState,
+) -> Result<ObservedCluster, String> {
+    let listing = client.observe_cluster().await.map_err(|e| e.to_string())?;
+    let mut guests = BTreeMap::new();
+    for r in listing {
+        guests.insert(
+            r.vmid,
+            ObservedGuest {
+                node: r.node.clone(),
+                kind: r.kind,
+                name: r.name.clone(),
+                running: r.status.as_deref() == Some("running"),
+                tags: parse_tags(r.tags.as_deref().unwrap_or("")),
+                template: r.template,
+                config: None,
+                previously_owned: Default::default(),
+            },
+        );
+    }
+    let declared: Vec<(u32, String, _)> = desired
+        .guests
+        .iter()
+        .filter(|g| g.spec.cluster.as_str() == name)
+        .filter_map(|g| g.spec.vmid.map(|v| v.get()))
+        .filter_map(|vmid| {
+            guests
+                .get(&vmid)
+                .filter(|g| !g.template)
+                .map(|g| (vmid, g.node.clone(), g.kind))
+        })
+        .collect();
+    let reads = declared.into_iter().map(|(vmid, node, kind)| async move {
+        (vmid, client.observe_guest_config(&node, kind, vmid).await)
+    });
+    for (vmid, result) in join_all(reads).await {
+        let config = result.map_err(|e| format!("read guest {vmid}: {e}"))?;
+        if let Some(g) = guests.get_mut(&vmid) {
+            g.config = Some(config);
+        }
+    }
+    Ok(ObservedCluster {
+        reachable: true,
+        guests,
+    })
+}

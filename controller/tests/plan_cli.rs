@@ -1,0 +1,217 @@
+//! `mycopod plan` end to end: the real binary against the Proxmox and Modbus simulators on
+//! loopback. It must print the plan with the right exit code and send no write request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use mycopod_adapters::modbus::Value;
+use mycopod_adapters::modbus::sim::{SimDevice, Simulator};
+use mycopod_adapters::modbus::translate::device_def;
+use mycopod_adapters::proxmox::sim::{SimConfig, SimHandle};
+
+fn declarations(pve: &str, modbus_port: u16) -> String {
+    format!(
+        r#"apiVersion: mycopod/v1
+kind: ProxmoxCluster
+metadata: {{name: home}}
+spec:
+  endpoint: {pve}
+  auth: {{tokenId: "mycopod@pve!gitops", secretEnv: MYCOPOD_TEST_PVE_TOKEN}}
+  defaultNode: pve1
+---
+apiVersion: mycopod/v1
+kind: Guest
+metadata: {{name: web, labels: {{tier: prod}}}}
+spec:
+  cluster: home
+  type: qemu
+  vmid: 120
+  state: running
+  cores: 2
+  memory: 2GiB
+  disks: [{{interface: scsi0, storage: local-lvm, size: 32G}}]
+  networks: [{{model: virtio, bridge: vmbr0}}]
+---
+apiVersion: mycopod/v1
+kind: ModbusDevice
+metadata: {{name: fm-1}}
+spec:
+  connection: {{tcp: {{host: 127.0.0.1, port: {modbus_port}}}}}
+  timeout: 2s
+  registers:
+    - {{name: flow_rate, table: holding, address: 0, type: f32}}
+    - {{name: cutoff, table: holding, address: 20, type: f32, writable: true, min: 0, max: 5, tolerance: 0.001}}
+  setpoints: {{cutoff: 0.75}}
+---
+apiVersion: mycopod/v1
+kind: HandshakePolicy
+metadata: {{name: guarded-writes}}
+spec:
+  match: {{verbs: [write]}}
+  approvals: 2
+"#
+    )
+}
+
+async fn modbus_sim(yaml: &str) -> Simulator {
+    let loaded = mycopod_specs::load_str("d.yaml", yaml);
+    let checked = mycopod_specs::check(&loaded).expect("declarations validate");
+    let device = &checked.desired.devices[0];
+    SimDevice::new(device_def("fm-1", &device.spec))
+        .value("cutoff", Value::Float(0.5))
+        .start()
+        .await
+        .unwrap()
+}
+
+fn run_plan(dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mycopod"))
+        .arg("plan")
+        .arg("--repo")
+        .arg(dir)
+        .args(extra)
+        .current_dir(dir)
+        .env("MYCOPOD_TEST_PVE_TOKEN", "tok-secret")
+        .env(
+            "MYCOPOD_DATABASE_URL",
+            format!("sqlite://{}/absent.db", dir.display()),
+        )
+        .env_remove("MYCOPOD_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_should_show_the_changes_exit_3_and_send_no_write_request() {
+    let pve = SimHandle::start(SimConfig::default()).await.unwrap();
+    // Bind the Modbus simulator first to learn its port, then write declarations naming it.
+    let probe = declarations(&pve.base_url(), 1502);
+    let sim = modbus_sim(&probe).await;
+    let yaml = declarations(&pve.base_url(), sim.addr().port());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("site.yaml"), &yaml).unwrap();
+    let json_out = dir.path().join("plan.json");
+
+    let path = dir.path().to_owned();
+    let json_arg = json_out.to_string_lossy().into_owned();
+    let (code, stdout, stderr) = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || run_plan(&path, &["--out", &json_arg])),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    assert_eq!(code, 3, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("+ Guest/web create"), "{stdout}");
+    assert!(stdout.contains("~ Guest/web start"), "{stdout}");
+    assert!(stdout.contains("~ ModbusDevice/fm-1 write"), "{stdout}");
+    assert!(stdout.contains("setpoints.cutoff  0.5 -> 0.75"), "{stdout}");
+    assert!(
+        stdout.contains("+ HandshakePolicy/guarded-writes upsert"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("approvals: 2 needed"), "{stdout}");
+    assert!(
+        stdout.contains("ModbusDevice/fm-1:write: 2 approval(s) (guarded-writes)"),
+        "{stdout}"
+    );
+
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_out).unwrap()).unwrap();
+    assert_eq!(document["commit"], "worktree");
+    assert_eq!(document["plan_hash"].as_str().unwrap().len(), 64);
+    assert!(stdout.contains(document["plan_hash"].as_str().unwrap()));
+
+    // Nothing was written anywhere.
+    let requests = pve.requests();
+    assert!(!requests.is_empty(), "the cluster was observed");
+    let writes: Vec<_> = requests.iter().filter(|r| r.method != "GET").collect();
+    assert!(writes.is_empty(), "plan sent writes to Proxmox: {writes:?}");
+    for function in [5u8, 6, 15, 16] {
+        assert_eq!(
+            sim.requests(function),
+            0,
+            "plan sent Modbus function {function}"
+        );
+    }
+    assert!(sim.requests(3) > 0, "the setpoint was read");
+    assert!(
+        !dir.path().join("absent.db").exists(),
+        "plan must not create a database"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_of_invalid_declarations_should_exit_1_with_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "apiVersion: mycopod/v1\nkind: Guest\nmetadata: {name: web}\nspec:\n  cluster: nowhere\n  type: qemu\n  vmid: 120\n",
+    )
+    .unwrap();
+    let path = dir.path().to_owned();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run_plan(&path, &[]))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("bad.yaml:5:"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_whose_secret_is_missing_should_be_reported_and_left_alone() {
+    let pve = SimHandle::start(SimConfig::default()).await.unwrap();
+    let sim = modbus_sim(&declarations(&pve.base_url(), 1502)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("site.yaml"),
+        declarations(&pve.base_url(), sim.addr().port()),
+    )
+    .unwrap();
+    let path = dir.path().to_owned();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_mycopod"))
+            .args(["plan", "--repo"])
+            .arg(&path)
+            .current_dir(&path)
+            .env_remove("MYCOPOD_TEST_PVE_TOKEN")
+            .env(
+                "MYCOPOD_DATABASE_URL",
+                format!("sqlite://{}/absent.db", path.display()),
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        stderr.contains(
+            "environment variable MYCOPOD_TEST_PVE_TOKEN (from spec.auth.secretEnv) is not set"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("ProxmoxCluster/home did not answer"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("Guest/web"),
+        "no guest is planned on an unobserved cluster: {stdout}"
+    );
+    assert_eq!(code, 3, "the device write is still planned: {stdout}");
+    assert_eq!(pve.request_count(), 0);
+}
