@@ -79,7 +79,7 @@ spec:
   cores: [2]
 "#,
         expect![[r#"
-            error[invalid-type]: invalid value for cores: expected string scalar
+            error[invalid-type]: invalid value: expected u32, found sequence
               --> repo.yaml:16:10
                |
             16 |   cores: [2]
