@@ -310,6 +310,7 @@ fn typed<S: for<'de> Deserialize<'de>>(
 fn parse_document(file: &Arc<str>, raw: RawDoc, diagnostics: &mut Vec<Diagnostic>) -> Document {
     let (map, envelope) = raw.builder.finish();
     let duplicates = raw.tree.duplicates.clone();
+    let alias_limit = raw.tree.alias_limit;
     let root = raw.tree.finish();
     let source = Source {
         file: file.clone(),
@@ -380,6 +381,16 @@ fn parse_document(file: &Arc<str>, raw: RawDoc, diagnostics: &mut Vec<Diagnostic
         }
     };
     doc.kind = Some(kind);
+    if let Some(pos) = alias_limit {
+        diagnostics.push(doc.source.diagnostic_at(
+            pos,
+            "",
+            Severity::Error,
+            Code::YamlSyntax,
+            "aliases expand to too many nodes (more than 100000); write the values out",
+        ));
+        return doc;
+    }
     if !duplicates.is_empty() {
         for d in duplicates {
             let path = doc.source.map.path_at(d.pos).to_owned();

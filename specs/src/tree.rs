@@ -5,7 +5,7 @@
 //!
 //! Scalars resolve by the YAML 1.2 core schema when the target type does not decide (`null`,
 //! `true`/`false`, integers, floats, else text); quoted scalars are always text. Aliases are
-//! expanded; merge keys (`<<`) are not supported and surface as unknown fields.
+//! expanded, merge keys (`<<`) are applied.
 //!
 //! [`SourceMap`]: crate::source::SourceMap
 
@@ -48,12 +48,32 @@ enum Open {
 }
 
 /// Builds a [`Node`] tree from the node events of one document.
+/// Most nodes that alias expansion may copy into one document; guards against "billion laughs"
+/// documents (nested aliases that grow exponentially).
+const MAX_ALIASED_NODES: usize = 100_000;
+
 #[derive(Default)]
 pub(crate) struct TreeBuilder {
     stack: Vec<Open>,
     root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, (Node, usize)>,
+    aliased: usize,
     pub duplicates: Vec<DuplicateKey>,
+    /// Where alias expansion stopped because of [`MAX_ALIASED_NODES`].
+    pub alias_limit: Option<Position>,
+}
+
+fn size(node: &Node) -> usize {
+    match &node.kind {
+        NodeKind::Scalar { .. } => 1,
+        NodeKind::Seq(items) => 1 + items.iter().map(size).sum::<usize>(),
+        NodeKind::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| size(k) + size(v))
+                .sum::<usize>()
+        }
+    }
 }
 
 impl TreeBuilder {
@@ -63,7 +83,8 @@ impl TreeBuilder {
 
     fn complete(&mut self, node: Node, anchor: usize) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let n = size(&node);
+            self.anchors.insert(anchor, (node.clone(), n));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -119,7 +140,7 @@ impl TreeBuilder {
                     Some(Open::Map(p, entries, _, a)) => (
                         Node {
                             pos: p,
-                            kind: NodeKind::Map(entries),
+                            kind: NodeKind::Map(merge_keys(entries)),
                         },
                         a,
                     ),
@@ -128,8 +149,18 @@ impl TreeBuilder {
                 self.complete(node, anchor);
             }
             Event::Alias(id) => {
-                let node = match self.anchors.get(id) {
-                    Some(n) => n.clone(),
+                let found = self
+                    .anchors
+                    .get(id)
+                    .filter(|(_, n)| self.aliased.saturating_add(*n) <= MAX_ALIASED_NODES);
+                if found.is_none() && self.anchors.contains_key(id) && self.alias_limit.is_none() {
+                    self.alias_limit = Some(pos);
+                }
+                let node = match found {
+                    Some((n, count)) => {
+                        self.aliased += count;
+                        n.clone()
+                    }
                     None => Node {
                         pos,
                         kind: NodeKind::Scalar {
@@ -153,6 +184,56 @@ impl TreeBuilder {
             _ => {}
         }
     }
+}
+
+fn is_merge_key(node: &Node) -> bool {
+    matches!(&node.kind, NodeKind::Scalar { text, plain: true } if text == "<<")
+}
+
+fn key_text(node: &Node) -> Option<&str> {
+    match &node.kind {
+        NodeKind::Scalar { text, .. } => Some(text),
+        _ => None,
+    }
+}
+
+/// Expands YAML merge keys (`<<: *defaults`, `<<: [*a, *b]`): keys written in the mapping win
+/// over merged ones, and earlier merged mappings win over later ones. A `<<` whose value is not
+/// a mapping (or a list of mappings) stays as an ordinary key, so it is reported as unknown.
+fn merge_keys(entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
+    if !entries.iter().any(|(k, _)| is_merge_key(k)) {
+        return entries;
+    }
+    let mut own = Vec::with_capacity(entries.len());
+    let mut merged: Vec<(Node, Node)> = Vec::new();
+    for (k, v) in entries {
+        if !is_merge_key(&k) {
+            own.push((k, v));
+            continue;
+        }
+        let sources: Vec<Node> = match v.kind {
+            NodeKind::Map(_) => vec![v],
+            NodeKind::Seq(items) if items.iter().all(|i| matches!(i.kind, NodeKind::Map(_))) => {
+                items
+            }
+            kind => {
+                own.push((k, Node { pos: v.pos, kind }));
+                continue;
+            }
+        };
+        for source in sources {
+            if let NodeKind::Map(inner) = source.kind {
+                merged.extend(inner);
+            }
+        }
+    }
+    for (k, v) in merged {
+        let present = key_text(&k).is_some_and(|t| own.iter().any(|(o, _)| key_text(o) == Some(t)));
+        if !present {
+            own.push((k, v));
+        }
+    }
+    own
 }
 
 /// What went wrong while deserializing from the tree.
@@ -773,6 +854,25 @@ mod tests {
         let (node, _) = tree("n: ~\ns: a\nf: .inf\nb: false\nlist: []\ne: {below: -1}\nu: qemu\n");
         let t: T = from_node(&node).unwrap();
         assert_eq!((t.n, t.e, t.u), (None, E::Below(-1.0), U::Qemu));
+    }
+
+    #[test]
+    fn merge_keys_should_apply_with_own_keys_winning() {
+        let (node, dups) = tree(
+            "base: &b {s: base, f: 1, b: true}\nt:\n  <<: *b\n  s: own\n  n: 7\n  list: []\n  e: {below: 1}\n  u: qemu\n",
+        );
+        assert!(dups.is_empty());
+        #[derive(Deserialize)]
+        struct Outer {
+            #[allow(dead_code)]
+            base: serde::de::IgnoredAny,
+            t: T,
+        }
+        let o: Outer = from_node(&node).unwrap();
+        assert_eq!(
+            (o.t.s.as_str(), o.t.f, o.t.b, o.t.n),
+            ("own", 1.0, true, Some(7))
+        );
     }
 
     #[test]

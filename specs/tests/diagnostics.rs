@@ -1084,3 +1084,26 @@ fn every_diagnostic_code_should_have_a_snapshot_in_this_file() {
         );
     }
 }
+
+#[test]
+fn yaml_syntax_should_be_reported_for_aliases_that_expand_exponentially() {
+    // Regression guard: "billion laughs" must end in a finding, not in exhausted memory.
+    let mut text = String::from(
+        "apiVersion: mycopod/v1\nkind: Declaration\nmetadata: {name: a}\nspec:\n  text: hi\n  kinds: &l0 [Guest, Guest, Guest, Guest, Guest, Guest, Guest, Guest, Guest, Guest]\n",
+    );
+    for i in 1..9 {
+        let prev = i - 1;
+        text.push_str(&format!(
+            "  k{i}: &l{i} [*l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}]\n"
+        ));
+    }
+    let loaded = load_str("repo.yaml", &text);
+    let diagnostics = validate(&loaded);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!(diagnostics[0].code, Code::YamlSyntax);
+    assert!(
+        diagnostics[0]
+            .message
+            .starts_with("aliases expand to too many nodes")
+    );
+}
