@@ -147,7 +147,8 @@ pub fn load_path(path: &Path) -> Result<Loaded, LoadError> {
     })?;
     let mut files = Vec::new();
     if meta.is_dir() {
-        collect(path, &mut files)?;
+        let mut visited = std::collections::HashSet::new();
+        collect(path, &mut files, &mut visited)?;
     } else {
         files.push(path.to_owned());
     }
@@ -185,7 +186,17 @@ fn display_name(path: &Path) -> String {
     s.strip_prefix("./").unwrap_or(&s).to_owned()
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+fn collect(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    visited: &mut std::collections::HashSet<PathBuf>,
+) -> Result<(), LoadError> {
+    // A symlink back to an ancestor must not loop forever.
+    if let Ok(real) = std::fs::canonicalize(dir)
+        && !visited.insert(real)
+    {
+        return Ok(());
+    }
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::ReadDir {
         path: dir.to_owned(),
         source,
@@ -212,7 +223,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
             source,
         })?;
         if meta.is_dir() {
-            collect(&path, out)?;
+            collect(&path, out, visited)?;
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(path);
         }
