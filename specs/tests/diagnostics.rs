@@ -1107,3 +1107,30 @@ fn yaml_syntax_should_be_reported_for_aliases_that_expand_exponentially() {
             .starts_with("aliases expand to too many nodes")
     );
 }
+
+#[test]
+fn setpoint_out_of_range_should_be_reported_for_a_value_that_does_not_fit_the_raw_type() {
+    check(
+        r#"
+apiVersion: mycopod/v1
+kind: ModbusDevice
+metadata: {name: fm-1}
+spec:
+  connection: {tcp: {host: 10.0.0.21}}
+  registers:
+    - {name: level, table: holding, address: 0, type: u16, scale: 0.01, writable: true}
+  setpoints:
+    level: 700
+"#,
+        expect![[r#"
+            error[setpoint-out-of-range]: setpoint 700 for "level" needs the raw value 70000, which does not fit u16
+             --> repo.yaml:9:12
+              |
+            9 |     level: 700
+              |            ^^^
+              = field: spec.setpoints.level
+
+            1 error, 0 warnings
+        "#]],
+    );
+}
