@@ -101,3 +101,19 @@ fn desired_state_should_keep_positions_for_later_findings() {
     );
     assert_eq!((d.file.as_str(), d.line, d.column), ("dev.yaml", 10, 16));
 }
+
+#[test]
+fn deeply_nested_input_should_be_a_finding_not_a_stack_overflow() {
+    // Regression guard: the tree and its drop are recursive; the parser's depth limit keeps
+    // them shallow.
+    let n = 100_000;
+    let text = format!(
+        "apiVersion: mycopod/v1\nkind: Declaration\nmetadata: {{name: a}}\nspec: {{text: hi, kinds: {}{}}}\n",
+        "[".repeat(n),
+        "]".repeat(n)
+    );
+    let loaded = load_str("deep.yaml", &text);
+    let d = validate(&loaded);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].code, Code::YamlSyntax);
+}
