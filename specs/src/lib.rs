@@ -28,6 +28,7 @@ pub mod load;
 pub mod render;
 pub mod schema;
 pub mod source;
+mod tree;
 pub mod validate;
 pub mod values;
 

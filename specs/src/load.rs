@@ -3,20 +3,19 @@
 //! into its kind's typed spec. Every problem becomes a [`Diagnostic`]; nothing here panics on
 //! input. Reads files and nothing else; cross-document checks live in `validate`.
 //!
-//! Each file is read twice in memory: once as a YAML event stream (granit-parser, the parser
-//! under serde-saphyr) to split documents, recover from syntax errors and build the
-//! [`SourceMap`]; once per document by serde-saphyr into the typed structs. The envelope's
-//! `kind` comes from the first pass, so the `spec` is deserialized straight into the kind's
-//! struct with no intermediate value (which would lose positions).
+//! Each file is parsed once, as a YAML event stream (granit-parser, the parser under
+//! serde-saphyr), which splits documents, recovers from syntax errors at the next document, and
+//! feeds both the [`SourceMap`] and a positioned node tree per document. The typed structs are
+//! deserialized from that tree (`tree`), so errors keep the position of their node. The
+//! envelope's `kind` is read first, then the document is deserialized straight into the kind's
+//! struct.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_saphyr::granit_parser::{Event, Parser};
-use serde_saphyr::{Error as YamlError, MessageFormatter, UserMessageFormatter};
 
 use crate::diagnostic::{Code, Diagnostic, Severity};
 use crate::kinds::{
@@ -24,6 +23,7 @@ use crate::kinds::{
     ModbusDeviceSpec, NotificationChannelSpec, ProxmoxClusterSpec, Spec,
 };
 use crate::source::{MapBuilder, Position, Source, SourceMap};
+use crate::tree::{self, ErrorKind, Node, TreeBuilder};
 use crate::values::{CODE_CLOSE, CODE_OPEN};
 
 /// A path that could not be read at all: a usage error (`mycopod validate` exits 2), as
@@ -147,7 +147,8 @@ pub fn load_path(path: &Path) -> Result<Loaded, LoadError> {
     })?;
     let mut files = Vec::new();
     if meta.is_dir() {
-        collect(path, &mut files)?;
+        let mut visited = std::collections::HashSet::new();
+        collect(path, &mut files, &mut visited)?;
     } else {
         files.push(path.to_owned());
     }
@@ -185,7 +186,17 @@ fn display_name(path: &Path) -> String {
     s.strip_prefix("./").unwrap_or(&s).to_owned()
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+fn collect(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    visited: &mut std::collections::HashSet<PathBuf>,
+) -> Result<(), LoadError> {
+    // A symlink back to an ancestor must not loop forever.
+    if let Ok(real) = std::fs::canonicalize(dir)
+        && !visited.insert(real)
+    {
+        return Ok(());
+    }
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::ReadDir {
         path: dir.to_owned(),
         source,
@@ -212,7 +223,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
             source,
         })?;
         if meta.is_dir() {
-            collect(&path, out)?;
+            collect(&path, out, visited)?;
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(path);
         }
@@ -222,18 +233,15 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
 
 struct RawDoc {
     index: u32,
-    start_line: u32,
     start: Position,
     builder: MapBuilder,
+    tree: TreeBuilder,
 }
 
 /// Splits a file into documents and deserializes each.
 fn parse_file(file: &Arc<str>, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
-    let mut finished: Vec<RawDoc> = Vec::new();
-    // Lines where a document starts or a syntax error stopped one: the boundaries of the
-    // per-document text slices.
-    let mut boundaries: Vec<u32> = Vec::new();
+    let mut documents = Vec::new();
     let mut current: Option<RawDoc> = None;
     let mut index = 0u32;
     let mut parser = Parser::new_from_str(text);
@@ -242,13 +250,11 @@ fn parse_file(file: &Arc<str>, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
             None => break,
             Some(Ok((event, span))) => match event {
                 Event::DocumentStart(..) => {
-                    let pos = Position::from_span(&span, 0);
-                    boundaries.push(pos.line);
                     current = Some(RawDoc {
                         index,
-                        start_line: pos.line,
-                        start: pos,
+                        start: Position::from_span(&span, 0),
                         builder: MapBuilder::new(0),
+                        tree: TreeBuilder::default(),
                     });
                     index += 1;
                 }
@@ -256,28 +262,25 @@ fn parse_file(file: &Arc<str>, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
                     if let Some(doc) = current.take()
                         && doc.builder.has_root()
                     {
-                        finished.push(doc);
+                        documents.push(parse_document(file, doc, &mut diagnostics));
                     }
                 }
                 _ => {
                     if let Some(doc) = current.as_mut() {
                         doc.builder.event(&event, &span);
+                        doc.tree.event(&event, &span);
                     }
                 }
             },
             Some(Err(err)) => {
                 let marker = err.marker();
-                let line = u32::try_from(marker.line()).unwrap_or(u32::MAX);
-                let column = u32::try_from(marker.col())
-                    .unwrap_or(u32::MAX)
-                    .saturating_add(1);
-                boundaries.push(line);
-                let path = String::new();
                 diagnostics.push(Diagnostic {
                     file: file.to_string(),
-                    line,
-                    column,
-                    path,
+                    line: u32::try_from(marker.line()).unwrap_or(u32::MAX),
+                    column: u32::try_from(marker.col())
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(1),
+                    path: String::new(),
                     severity: Severity::Error,
                     code: Code::YamlSyntax,
                     message: format!("yaml syntax error: {}", err.info()),
@@ -290,35 +293,7 @@ fn parse_file(file: &Arc<str>, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
             }
         }
     }
-    boundaries.sort_unstable();
-    boundaries.dedup();
-
-    let line_starts = line_starts(text);
-    let mut documents = Vec::with_capacity(finished.len());
-    for raw in finished {
-        let end_line = boundaries
-            .iter()
-            .copied()
-            .find(|&b| b > raw.start_line)
-            .unwrap_or(u32::MAX);
-        let from = line_start(&line_starts, raw.start_line).unwrap_or(text.len());
-        let to = line_start(&line_starts, end_line).unwrap_or(text.len());
-        let slice = text.get(from..to).unwrap_or("");
-        documents.push(parse_document(file, raw, slice, &mut diagnostics));
-    }
     (documents, diagnostics)
-}
-
-fn line_starts(text: &str) -> Vec<usize> {
-    let mut starts = vec![0];
-    starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-    starts
-}
-
-fn line_start(starts: &[usize], line: u32) -> Option<usize> {
-    starts
-        .get(usize::try_from(line).ok()?.checked_sub(1)?)
-        .copied()
 }
 
 #[derive(Deserialize)]
@@ -333,23 +308,21 @@ struct Envelope<S> {
 }
 
 fn typed<S: for<'de> Deserialize<'de>>(
-    slice: &str,
+    root: &Node,
     wrap: impl FnOnce(S) -> Spec,
-) -> Result<Typed, YamlError> {
-    let env: Envelope<S> = serde_saphyr::from_str(slice)?;
+) -> Result<Typed, tree::Error> {
+    let env: Envelope<S> = tree::from_node(root)?;
     Ok(Typed {
         metadata: env.metadata,
         spec: wrap(env.spec),
     })
 }
 
-fn parse_document(
-    file: &Arc<str>,
-    raw: RawDoc,
-    slice: &str,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Document {
+fn parse_document(file: &Arc<str>, raw: RawDoc, diagnostics: &mut Vec<Diagnostic>) -> Document {
     let (map, envelope) = raw.builder.finish();
+    let duplicates = raw.tree.duplicates.clone();
+    let alias_limit = raw.tree.alias_limit;
+    let root = raw.tree.finish();
     let source = Source {
         file: file.clone(),
         index: raw.index,
@@ -419,20 +392,45 @@ fn parse_document(
         }
     };
     doc.kind = Some(kind);
-    let result = match kind {
-        Kind::ProxmoxCluster => typed::<ProxmoxClusterSpec>(slice, Spec::ProxmoxCluster),
-        Kind::Guest => typed::<GuestSpec>(slice, |s| Spec::Guest(Box::new(s))),
-        Kind::ModbusDevice => typed::<ModbusDeviceSpec>(slice, Spec::ModbusDevice),
-        Kind::AlertRule => typed::<AlertRuleSpec>(slice, Spec::AlertRule),
-        Kind::NotificationChannel => {
-            typed::<NotificationChannelSpec>(slice, Spec::NotificationChannel)
+    if let Some(pos) = alias_limit {
+        diagnostics.push(doc.source.diagnostic_at(
+            pos,
+            "",
+            Severity::Error,
+            Code::YamlSyntax,
+            "aliases expand to too many nodes (more than 100000); write the values out",
+        ));
+        return doc;
+    }
+    if !duplicates.is_empty() {
+        for d in duplicates {
+            let path = doc.source.map.path_at(d.pos).to_owned();
+            diagnostics.push(doc.source.diagnostic_at(
+                d.pos,
+                &path,
+                Severity::Error,
+                Code::DuplicateKey,
+                format!("duplicate key \"{}\"", d.key),
+            ));
         }
-        Kind::HandshakePolicy => typed::<HandshakePolicySpec>(slice, Spec::HandshakePolicy),
-        Kind::Declaration => typed::<DeclarationSpec>(slice, Spec::Declaration),
+        return doc;
+    }
+    let Some(root) = root else { return doc };
+    let root = &root;
+    let result = match kind {
+        Kind::ProxmoxCluster => typed::<ProxmoxClusterSpec>(root, Spec::ProxmoxCluster),
+        Kind::Guest => typed::<GuestSpec>(root, |s| Spec::Guest(Box::new(s))),
+        Kind::ModbusDevice => typed::<ModbusDeviceSpec>(root, Spec::ModbusDevice),
+        Kind::AlertRule => typed::<AlertRuleSpec>(root, Spec::AlertRule),
+        Kind::NotificationChannel => {
+            typed::<NotificationChannelSpec>(root, Spec::NotificationChannel)
+        }
+        Kind::HandshakePolicy => typed::<HandshakePolicySpec>(root, Spec::HandshakePolicy),
+        Kind::Declaration => typed::<DeclarationSpec>(root, Spec::Declaration),
     };
     match result {
         Ok(t) => doc.typed = Some(t),
-        Err(e) => diagnostics.push(yaml_error(&doc.source, raw.start_line - 1, &e)),
+        Err(e) => diagnostics.push(tree_error(&doc.source, &e)),
     }
     doc
 }
@@ -452,37 +450,24 @@ pub(crate) fn suggest(word: &str, candidates: &[&str]) -> String {
 }
 
 /// Turns a deserialization error of one document into a diagnostic at the right field.
-fn yaml_error(source: &Source, line_offset: u32, err: &YamlError) -> Diagnostic {
-    let err = err.without_snippet();
-    let pos = err
-        .location()
-        .filter(|l| l.line() > 0)
-        .map(|l| Position {
-            line: u32::try_from(l.line())
-                .unwrap_or(u32::MAX)
-                .saturating_add(line_offset),
-            column: u32::try_from(l.column()).unwrap_or(u32::MAX),
-        })
-        .unwrap_or(source.start);
+fn tree_error(source: &Source, err: &tree::Error) -> Diagnostic {
     let map: &SourceMap = &source.map;
+    let mut pos = err.pos.unwrap_or(source.start);
     let mut path = map.path_at(pos).to_owned();
-    let mut pos = pos;
-    if let YamlError::SerdeMissingField { .. } = err {
-        // serde-saphyr reports a missing field at the last key it read in the mapping that
-        // lacks it; the finding belongs to that mapping.
+    if let ErrorKind::MissingField(_) = err.kind {
+        // A missing field is reported by the mapping that lacks it, whose position is that of
+        // its first key in block style; the finding belongs to the mapping itself.
         if map.key(&path) == Some(pos) {
             path = crate::source::parent_path(&path).to_owned();
-            pos = map.key(&path).unwrap_or_else(|| source.locate(&path));
         }
+        pos = map.key(&path).unwrap_or_else(|| source.locate(&path));
     }
-    let (code, message) = match err {
-        YamlError::SerdeUnknownField {
-            field, expected, ..
-        } => (
+    let (code, message) = match &err.kind {
+        ErrorKind::UnknownField { field, expected } => (
             Code::UnknownField,
             format!("unknown field \"{field}\"{}", suggest(field, expected)),
         ),
-        YamlError::SerdeMissingField { field, .. } => (
+        ErrorKind::MissingField(field) => (
             Code::MissingField,
             if path.is_empty() {
                 format!("missing field \"{field}\"")
@@ -490,45 +475,18 @@ fn yaml_error(source: &Source, line_offset: u32, err: &YamlError) -> Diagnostic 
                 format!("missing field \"{field}\" in {path}")
             },
         ),
-        YamlError::SerdeUnknownVariant {
-            variant, expected, ..
-        } => (
+        ErrorKind::UnknownVariant { variant, expected } => (
             Code::UnknownVariant,
             format!("unknown value \"{variant}\"{}", suggest(variant, expected)),
         ),
-        YamlError::SerdeInvalidType {
+        ErrorKind::InvalidType {
             unexpected,
             expected,
-            ..
-        }
-        | YamlError::SerdeInvalidValue {
-            unexpected,
-            expected,
-            ..
         } => (
             Code::InvalidType,
             format!("invalid value: expected {expected}, found {unexpected}"),
         ),
-        YamlError::DuplicateMappingKey { key, .. } => (
-            Code::DuplicateKey,
-            match key {
-                Some(k) => format!("duplicate key \"{k}\""),
-                None => "duplicate key".to_owned(),
-            },
-        ),
-        YamlError::Message { msg, .. } => coded_message(msg),
-        other => {
-            let text: Cow<'_, str> = UserMessageFormatter.format_message(other);
-            let field = path.rsplit('.').next().unwrap_or("");
-            if field.is_empty() {
-                (Code::InvalidType, text.into_owned())
-            } else {
-                (
-                    Code::InvalidType,
-                    format!("invalid value for {field}: {text}"),
-                )
-            }
-        }
+        ErrorKind::Message(msg) => coded_message(msg),
     };
     source.diagnostic_at(pos, &path, Severity::Error, code, message)
 }

@@ -114,6 +114,19 @@ impl<'a> Index<'a> {
     }
 }
 
+/// The raw range of an integer register type (floats and text have none worth checking).
+fn raw_range(t: ValueType) -> Option<(f64, f64)> {
+    match t {
+        ValueType::U16 => Some((0.0, f64::from(u16::MAX))),
+        ValueType::I16 => Some((f64::from(i16::MIN), f64::from(i16::MAX))),
+        ValueType::U32 => Some((0.0, f64::from(u32::MAX))),
+        ValueType::I32 => Some((f64::from(i32::MIN), f64::from(i32::MAX))),
+        ValueType::U64 => Some((0.0, u64::MAX as f64)),
+        ValueType::I64 => Some((i64::MIN as f64, i64::MAX as f64)),
+        _ => None,
+    }
+}
+
 /// Field names with whether the spec sets them.
 type FieldList<'a> = Vec<(&'a str, bool)>;
 
@@ -537,6 +550,23 @@ impl Cx<'_, '_> {
                     ),
                 );
                 continue;
+            }
+            if let SetpointValue::Number(v) = value
+                && let Some((lo, hi)) = raw_range(r.value_type)
+            {
+                let raw = (v - r.offset.unwrap_or(0.0)) / r.scale.unwrap_or(1.0);
+                if !(lo..=hi).contains(&raw.round()) {
+                    self.err(
+                        src,
+                        &path,
+                        Code::SetpointOutOfRange,
+                        format!(
+                            "setpoint {v} for \"{key}\" needs the raw value {raw}, which does not fit {}",
+                            r.value_type.as_str()
+                        ),
+                    );
+                    continue;
+                }
             }
             if let SetpointValue::Number(v) = value {
                 let below = r.min.is_some_and(|m| *v < m);

@@ -79,7 +79,7 @@ spec:
   cores: [2]
 "#,
         expect![[r#"
-            error[invalid-type]: invalid value for cores: expected string scalar
+            error[invalid-type]: invalid value: expected u32, found sequence
               --> repo.yaml:16:10
                |
             16 |   cores: [2]
@@ -1083,4 +1083,54 @@ fn every_diagnostic_code_should_have_a_snapshot_in_this_file() {
             "no snapshot shows {code}"
         );
     }
+}
+
+#[test]
+fn yaml_syntax_should_be_reported_for_aliases_that_expand_exponentially() {
+    // Regression guard: "billion laughs" must end in a finding, not in exhausted memory.
+    let mut text = String::from(
+        "apiVersion: mycopod/v1\nkind: Declaration\nmetadata: {name: a}\nspec:\n  text: hi\n  kinds: &l0 [Guest, Guest, Guest, Guest, Guest, Guest, Guest, Guest, Guest, Guest]\n",
+    );
+    for i in 1..9 {
+        let prev = i - 1;
+        text.push_str(&format!(
+            "  k{i}: &l{i} [*l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}]\n"
+        ));
+    }
+    let loaded = load_str("repo.yaml", &text);
+    let diagnostics = validate(&loaded);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!(diagnostics[0].code, Code::YamlSyntax);
+    assert!(
+        diagnostics[0]
+            .message
+            .starts_with("aliases expand to too many nodes")
+    );
+}
+
+#[test]
+fn setpoint_out_of_range_should_be_reported_for_a_value_that_does_not_fit_the_raw_type() {
+    check(
+        r#"
+apiVersion: mycopod/v1
+kind: ModbusDevice
+metadata: {name: fm-1}
+spec:
+  connection: {tcp: {host: 10.0.0.21}}
+  registers:
+    - {name: level, table: holding, address: 0, type: u16, scale: 0.01, writable: true}
+  setpoints:
+    level: 700
+"#,
+        expect![[r#"
+            error[setpoint-out-of-range]: setpoint 700 for "level" needs the raw value 70000, which does not fit u16
+             --> repo.yaml:9:12
+              |
+            9 |     level: 700
+              |            ^^^
+              = field: spec.setpoints.level
+
+            1 error, 0 warnings
+        "#]],
+    );
 }
