@@ -13,7 +13,8 @@ use serde_json::Value as Json;
 use super::observed::Observed;
 use super::{Action, Builder, FieldChange, Impact, ResourceKind, ResourceRef, Verb};
 
-/// Flattens a spec into `path -> leaf`; objects are walked, lists and scalars are leaves.
+/// Flattens a spec into `path -> leaf`; objects are walked, lists and scalars are leaves,
+/// and empty lists, empty objects and nulls are left out.
 pub fn flatten(value: &Json) -> BTreeMap<String, Json> {
     fn walk(prefix: &str, value: &Json, out: &mut BTreeMap<String, Json>) {
         match value {
@@ -27,7 +28,10 @@ pub fn flatten(value: &Json) -> BTreeMap<String, Json> {
                     walk(&path, v, out);
                 }
             }
+            // Empty values say nothing: `[]`, `{}` and null count as absent.
             Json::Null => {}
+            Json::Array(items) if items.is_empty() => {}
+            Json::Object(_) => {}
             other => {
                 out.insert(prefix.to_owned(), other.clone());
             }

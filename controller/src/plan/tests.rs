@@ -738,3 +738,11 @@ proptest! {
         prop_assert_eq!(a.plan.hash(), b.plan.hash());
     }
 }
+
+#[test]
+fn flatten_should_leave_out_empty_values_and_walk_objects() {
+    let spec = serde_json::json!({"match": {"kinds": [], "labels": {}, "verbs": ["write"]}, "approvals": 2, "expiresAfter": null});
+    let flat = flatten(&spec);
+    let keys: Vec<&str> = flat.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["approvals", "match.verbs"]);
+}
