@@ -3,5 +3,6 @@
 //!
 //! The loop itself is thin; what it runs is a step function that tests drive directly.
 
+pub mod apply;
 pub mod observe;
 pub mod queue;

@@ -1,0 +1,360 @@
+//! Applying one planned action through the real adapters and the store.
+//!
+//! An action is applied exactly as planned: a guest update is sent with the digest observed
+//! when the plan was made, so a change behind the plan's back is a conflict (the run is
+//! re-planned) rather than a silent overwrite. This module decides nothing: what to do is the
+//! plan's; whether to do it now is the run's.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mycopod_adapters::modbus::ModbusError;
+use mycopod_adapters::modbus::translate::setpoint_value;
+use mycopod_adapters::proxmox::compare::{compare, update_for};
+use mycopod_adapters::proxmox::error::ProxmoxError;
+use mycopod_adapters::proxmox::translate::desired_guest;
+use mycopod_specs::DesiredState;
+use sha2::{Digest, Sha256};
+
+use super::observe::LiveWorld;
+use crate::model::ConfigKind;
+use crate::plan::{Action, Observed, ObservedGuest, ResourceKind, Verb};
+use crate::store::{Store, StoreError};
+
+/// How long a guest may take to shut down cleanly before it is stopped hard.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why an action could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The Proxmox API refused or failed.
+    #[error("{action}: {source}")]
+    Proxmox {
+        /// The action key.
+        action: String,
+        /// The adapter's error.
+        source: ProxmoxError,
+    },
+    /// A Modbus device refused or failed.
+    #[error("{action}: {source}")]
+    Modbus {
+        /// The action key.
+        action: String,
+        /// The adapter's error.
+        source: ModbusError,
+    },
+    /// The database failed.
+    #[error("{action}: {source}")]
+    Store {
+        /// The action key.
+        action: String,
+        /// The store's error.
+        source: StoreError,
+    },
+    /// What the action needs is not there (a client without credentials, a resource that is
+    /// neither declared nor observed).
+    #[error("{action}: {message}")]
+    Precondition {
+        /// The action key.
+        action: String,
+        /// What is missing.
+        message: String,
+    },
+}
+
+impl ApplyError {
+    /// Whether trying again may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApplyError::Proxmox { source, .. } => source.is_transient(),
+            ApplyError::Modbus { source, .. } => {
+                source.class() == mycopod_adapters::modbus::ErrorClass::Transient
+            }
+            ApplyError::Store { source, .. } => !source.is_conflict() && !source.is_not_found(),
+            ApplyError::Precondition { .. } => false,
+        }
+    }
+
+    /// Whether the world changed since the plan was made (a stale digest): the run must be
+    /// planned again rather than retried.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ApplyError::Proxmox { source, .. }
+            if source.class() == mycopod_adapters::proxmox::error::ErrorClass::Conflict)
+    }
+}
+
+/// What applying an action left to do by hand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Guest keys whose change waits for the next restart.
+    pub restart_required: BTreeSet<String>,
+}
+
+/// The SHA-256 of a spec's JSON, as stored beside database-held configuration.
+pub fn spec_hash(spec: &serde_json::Value) -> String {
+    hex::encode(Sha256::digest(spec.to_string().as_bytes()))
+}
+
+fn config_kind(kind: ResourceKind) -> Option<ConfigKind> {
+    match kind {
+        ResourceKind::AlertRule => Some(ConfigKind::AlertRule),
+        ResourceKind::NotificationChannel => Some(ConfigKind::NotificationChannel),
+        ResourceKind::HandshakePolicy => Some(ConfigKind::HandshakePolicy),
+        ResourceKind::Guest | ResourceKind::ModbusDevice => None,
+    }
+}
+
+fn declared_spec(
+    desired: &DesiredState,
+    kind: ResourceKind,
+    name: &str,
+) -> Option<serde_json::Value> {
+    let find = |v: Option<serde_json::Value>| v;
+    match kind {
+        ResourceKind::AlertRule => find(
+            desired
+                .alert_rules
+                .iter()
+                .find(|r| r.name().as_str() == name)
+                .and_then(|r| serde_json::to_value(&r.spec).ok()),
+        ),
+        ResourceKind::NotificationChannel => find(
+            desired
+                .channels
+                .iter()
+                .find(|r| r.name().as_str() == name)
+                .and_then(|r| serde_json::to_value(&r.spec).ok()),
+        ),
+        ResourceKind::HandshakePolicy => find(
+            desired
+                .policies
+                .iter()
+                .find(|r| r.name().as_str() == name)
+                .and_then(|r| serde_json::to_value(&r.spec).ok()),
+        ),
+        ResourceKind::Guest | ResourceKind::ModbusDevice => None,
+    }
+}
+
+impl LiveWorld {
+    /// Applies one action of a plan that was made from `desired` and `observed`.
+    #[tracing::instrument(skip_all, fields(action = %action.key))]
+    pub async fn apply(
+        &self,
+        desired: &DesiredState,
+        observed: &Observed,
+        action: &Action,
+        store: Option<&Store>,
+        commit: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, ApplyError> {
+        let key = action.key.clone();
+        let precondition = |message: String| ApplyError::Precondition {
+            action: key.clone(),
+            message,
+        };
+        match action.resource.kind {
+            ResourceKind::Guest => self.apply_guest(desired, observed, action).await,
+            ResourceKind::ModbusDevice => {
+                let name = action.resource.name.as_str();
+                let device = desired
+                    .devices
+                    .iter()
+                    .find(|d| d.name().as_str() == name)
+                    .ok_or_else(|| precondition(format!("device {name} is not declared")))?;
+                let client = self
+                    .device(name)
+                    .ok_or_else(|| precondition(format!("no client for device {name}")))?;
+                for change in &action.changes {
+                    let Some(register) = change.field.strip_prefix("setpoints.") else {
+                        continue;
+                    };
+                    let value = device.spec.setpoints.get(register).ok_or_else(|| {
+                        precondition(format!("setpoint {register} is no longer declared"))
+                    })?;
+                    client
+                        .apply_setpoint(register, &setpoint_value(value))
+                        .await
+                        .map_err(|source| ApplyError::Modbus {
+                            action: key.clone(),
+                            source,
+                        })?;
+                }
+                Ok(Applied::default())
+            }
+            kind => {
+                let store = store
+                    .ok_or_else(|| precondition("no database to hold configuration".into()))?;
+                let config = config_kind(kind)
+                    .ok_or_else(|| precondition(format!("{kind} is not database-held")))?;
+                let name = action.resource.name.as_str();
+                let store_error = |source| ApplyError::Store {
+                    action: key.clone(),
+                    source,
+                };
+                match action.verb {
+                    Verb::Upsert => {
+                        let spec = declared_spec(desired, kind, name).ok_or_else(|| {
+                            precondition(format!("{kind}/{name} is not declared"))
+                        })?;
+                        store
+                            .upsert_config_object(
+                                config,
+                                name,
+                                &spec,
+                                &spec_hash(&spec),
+                                commit,
+                                now,
+                            )
+                            .await
+                            .map_err(store_error)?;
+                    }
+                    Verb::Remove => {
+                        store
+                            .remove_config_object(config, name)
+                            .await
+                            .map_err(store_error)?;
+                    }
+                    other => return Err(precondition(format!("{other} does not apply to {kind}"))),
+                }
+                Ok(Applied::default())
+            }
+        }
+    }
+
+    async fn apply_guest(
+        &self,
+        desired: &DesiredState,
+        observed: &Observed,
+        action: &Action,
+    ) -> Result<Applied, ApplyError> {
+        let key = action.key.clone();
+        let precondition = |message: String| ApplyError::Precondition {
+            action: key.clone(),
+            message,
+        };
+        let proxmox = |source| ApplyError::Proxmox {
+            action: key.clone(),
+            source,
+        };
+        let name = action.resource.name.as_str();
+        let declared = desired.guests.iter().find(|g| g.name().as_str() == name);
+
+        // Which cluster and vmid: the declaration's, or (for undeclared guests being pruned)
+        // the one the plan names.
+        let planned_vmid = action
+            .changes
+            .iter()
+            .find(|c| c.field == "vmid")
+            .and_then(|c| c.observed.as_ref().or(c.desired.as_ref()))
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok());
+        let (cluster, vmid) = match declared {
+            Some(g) => (
+                g.spec.cluster.as_str().to_owned(),
+                g.spec.vmid.map(|v| v.get()).or(planned_vmid),
+            ),
+            None => {
+                let vmid =
+                    planned_vmid.ok_or_else(|| precondition("the plan names no vmid".into()))?;
+                let cluster = observed
+                    .clusters
+                    .iter()
+                    .find(|(_, c)| c.guests.contains_key(&vmid))
+                    .map(|(n, _)| n.clone())
+                    .ok_or_else(|| precondition(format!("guest {vmid} was not observed")))?;
+                (cluster, Some(vmid))
+            }
+        };
+        let vmid = vmid.ok_or_else(|| precondition(format!("guest {name} has no vmid")))?;
+        let client = self.cluster(&cluster).ok_or_else(|| {
+            precondition(format!(
+                "no client for cluster {cluster} (check its credentials)"
+            ))
+        })?;
+        let seen: Option<&ObservedGuest> = observed
+            .clusters
+            .get(&cluster)
+            .and_then(|c| c.guests.get(&vmid));
+        let default_node = desired
+            .clusters
+            .iter()
+            .find(|c| c.name().as_str() == cluster)
+            .and_then(|c| c.spec.default_node.as_ref())
+            .map(|n| n.as_str());
+
+        match action.verb {
+            Verb::Create | Verb::Update => {
+                let g = declared
+                    .ok_or_else(|| precondition(format!("guest {name} is not declared")))?;
+                let mut want = desired_guest(name, &g.spec, vmid, default_node)
+                    .map_err(|e| precondition(e.to_string()))?;
+                if action.verb == Verb::Create {
+                    client.create_guest(&want).await.map_err(proxmox)?;
+                    return Ok(Applied::default());
+                }
+                if let Some(seen) = seen {
+                    want.remove = seen
+                        .previously_owned
+                        .difference(&want.owned_keys())
+                        .cloned()
+                        .collect();
+                }
+                match seen.and_then(|s| s.config.as_ref()) {
+                    // Exactly what was planned, against the configuration that was observed;
+                    // keys PVE parks in /pending show in the next observation as "restart
+                    // required".
+                    Some(config) => {
+                        let diffs = compare(&want, config);
+                        let update = update_for(&want, config, &diffs).map_err(proxmox)?;
+                        client
+                            .apply_update(&want, config.digest.as_deref(), &update)
+                            .await
+                            .map_err(proxmox)?;
+                        Ok(Applied::default())
+                    }
+                    None => {
+                        let outcome = client.apply_config(&want).await.map_err(proxmox)?;
+                        Ok(Applied {
+                            restart_required: outcome.restart_required,
+                        })
+                    }
+                }
+            }
+            Verb::Start | Verb::Stop | Verb::Delete => {
+                // A guest created earlier in this run was not observed: its node and kind are
+                // the declaration's.
+                let (node, kind) = match (seen, declared) {
+                    (Some(s), _) => (s.node.clone(), s.kind),
+                    (None, Some(g)) => {
+                        let want = desired_guest(name, &g.spec, vmid, default_node)
+                            .map_err(|e| precondition(e.to_string()))?;
+                        (want.node, want.kind)
+                    }
+                    (None, None) => {
+                        return Err(precondition(format!("guest {vmid} was not observed")));
+                    }
+                };
+                match action.verb {
+                    Verb::Start => client.start(&node, kind, vmid).await.map_err(proxmox)?,
+                    Verb::Stop => {
+                        client
+                            .shutdown(&node, kind, vmid, SHUTDOWN_TIMEOUT, true)
+                            .await
+                            .map_err(proxmox)?;
+                    }
+                    _ => {
+                        client.stop(&node, kind, vmid).await.map_err(proxmox)?;
+                        client
+                            .delete_guest(&node, kind, vmid)
+                            .await
+                            .map_err(proxmox)?;
+                    }
+                }
+                Ok(Applied::default())
+            }
+            other => Err(precondition(format!("{other} does not apply to guests"))),
+        }
+    }
+}
