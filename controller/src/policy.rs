@@ -247,6 +247,94 @@ pub fn window_open(window: &TimeWindow, now: DateTime<Utc>) -> bool {
     }
 }
 
+/// The declared kind of a planned resource.
+pub fn spec_kind(kind: crate::plan::ResourceKind) -> Kind {
+    use crate::plan::ResourceKind as R;
+    match kind {
+        R::Guest => Kind::Guest,
+        R::ModbusDevice => Kind::ModbusDevice,
+        R::AlertRule => Kind::AlertRule,
+        R::NotificationChannel => Kind::NotificationChannel,
+        R::HandshakePolicy => Kind::HandshakePolicy,
+    }
+}
+
+/// The policy verb of a planned verb.
+pub fn spec_verb(verb: crate::plan::Verb) -> Verb {
+    use crate::plan::Verb as V;
+    match verb {
+        V::Create => Verb::Create,
+        V::Update => Verb::Update,
+        V::Start => Verb::Start,
+        V::Stop => Verb::Stop,
+        V::Delete => Verb::Delete,
+        V::Write => Verb::Write,
+        V::Upsert => Verb::Upsert,
+        V::Remove => Verb::Remove,
+    }
+}
+
+/// What each action of `plan` needs under the policies `desired` declares, in plan order.
+/// An undeclared resource (a guest being pruned) has no labels.
+pub fn requirements_for_plan(
+    desired: &mycopod_specs::DesiredState,
+    plan: &crate::plan::Plan,
+) -> Vec<Requirement> {
+    use crate::plan::ResourceKind as R;
+    let policies: Vec<NamedPolicy<'_>> = desired
+        .policies
+        .iter()
+        .map(|p| NamedPolicy {
+            name: p.name().as_str(),
+            spec: &p.spec,
+        })
+        .collect();
+    let empty = BTreeMap::new();
+    plan.actions
+        .iter()
+        .map(|action| {
+            let name = action.resource.name.as_str();
+            let labels = match action.resource.kind {
+                R::Guest => desired
+                    .guests
+                    .iter()
+                    .find(|r| r.name().as_str() == name)
+                    .map(|r| r.labels()),
+                R::ModbusDevice => desired
+                    .devices
+                    .iter()
+                    .find(|r| r.name().as_str() == name)
+                    .map(|r| r.labels()),
+                R::AlertRule => desired
+                    .alert_rules
+                    .iter()
+                    .find(|r| r.name().as_str() == name)
+                    .map(|r| r.labels()),
+                R::NotificationChannel => desired
+                    .channels
+                    .iter()
+                    .find(|r| r.name().as_str() == name)
+                    .map(|r| r.labels()),
+                R::HandshakePolicy => desired
+                    .policies
+                    .iter()
+                    .find(|r| r.name().as_str() == name)
+                    .map(|r| r.labels()),
+            }
+            .unwrap_or(&empty);
+            requirement_for(
+                &policies,
+                &ActionSubject {
+                    kind: spec_kind(action.resource.kind),
+                    name,
+                    labels,
+                    verb: spec_verb(action.verb),
+                },
+            )
+        })
+        .collect()
+}
+
 /// One person's decision on a run, as the API receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionRequest<'a> {

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use mycopod_adapters::git::GitSource;
-use mycopod_specs::{DesiredState, Loaded, kinds::Kind, kinds::Verb as SpecVerb};
+use mycopod_specs::{DesiredState, Loaded};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::plan::{Options, Planned, ResourceKind, Verb};
-use crate::policy::{ActionSubject, NamedPolicy, requirement_for, run_requirement};
+use crate::plan::{Options, Planned};
+use crate::policy::{requirements_for_plan, run_requirement};
 use crate::reconcile::observe::LiveWorld;
 use crate::store::Store;
 
@@ -112,114 +112,25 @@ async fn open_store_if_present(url: &str) -> Result<Option<Store>, String> {
         .map_err(|e| e.to_string())
 }
 
-fn spec_kind(kind: ResourceKind) -> Kind {
-    match kind {
-        ResourceKind::Guest => Kind::Guest,
-        ResourceKind::ModbusDevice => Kind::ModbusDevice,
-        ResourceKind::AlertRule => Kind::AlertRule,
-        ResourceKind::NotificationChannel => Kind::NotificationChannel,
-        ResourceKind::HandshakePolicy => Kind::HandshakePolicy,
-    }
-}
-
-fn spec_verb(verb: Verb) -> SpecVerb {
-    match verb {
-        Verb::Create => SpecVerb::Create,
-        Verb::Update => SpecVerb::Update,
-        Verb::Start => SpecVerb::Start,
-        Verb::Stop => SpecVerb::Stop,
-        Verb::Delete => SpecVerb::Delete,
-        Verb::Write => SpecVerb::Write,
-        Verb::Upsert => SpecVerb::Upsert,
-        Verb::Remove => SpecVerb::Remove,
-    }
-}
-
-/// The labels of a planned resource, as declared (empty for undeclared ones).
-fn labels_of<'a>(
-    desired: &'a DesiredState,
-    kind: ResourceKind,
-    name: &str,
-) -> Option<&'a BTreeMap<String, String>> {
-    let find = |labels: Option<&'a BTreeMap<String, String>>| labels;
-    match kind {
-        ResourceKind::Guest => find(
-            desired
-                .guests
-                .iter()
-                .find(|r| r.name().as_str() == name)
-                .map(|r| r.labels()),
-        ),
-        ResourceKind::ModbusDevice => find(
-            desired
-                .devices
-                .iter()
-                .find(|r| r.name().as_str() == name)
-                .map(|r| r.labels()),
-        ),
-        ResourceKind::AlertRule => find(
-            desired
-                .alert_rules
-                .iter()
-                .find(|r| r.name().as_str() == name)
-                .map(|r| r.labels()),
-        ),
-        ResourceKind::NotificationChannel => find(
-            desired
-                .channels
-                .iter()
-                .find(|r| r.name().as_str() == name)
-                .map(|r| r.labels()),
-        ),
-        ResourceKind::HandshakePolicy => find(
-            desired
-                .policies
-                .iter()
-                .find(|r| r.name().as_str() == name)
-                .map(|r| r.labels()),
-        ),
-    }
-}
-
 /// The approvals each action needs, as text lines, and the run's total.
 pub fn approvals_summary(desired: &DesiredState, planned: &Planned) -> (Vec<String>, u32) {
-    let policies: Vec<NamedPolicy<'_>> = desired
-        .policies
+    let requirements = requirements_for_plan(desired, &planned.plan);
+    let lines = planned
+        .plan
+        .actions
         .iter()
-        .map(|p| NamedPolicy {
-            name: p.name().as_str(),
-            spec: &p.spec,
-        })
-        .collect();
-    let empty = BTreeMap::new();
-    let mut lines = Vec::new();
-    let mut all = Vec::new();
-    for action in &planned.plan.actions {
-        let labels =
-            labels_of(desired, action.resource.kind, &action.resource.name).unwrap_or(&empty);
-        let requirement = requirement_for(
-            &policies,
-            &ActionSubject {
-                kind: spec_kind(action.resource.kind),
-                name: &action.resource.name,
-                labels,
-                verb: spec_verb(action.verb),
-            },
-        );
-        if requirement.approvals > 0 {
-            let by = if requirement.policies.is_empty() {
+        .zip(&requirements)
+        .filter(|(_, r)| r.approvals > 0)
+        .map(|(action, r)| {
+            let by = if r.policies.is_empty() {
                 "default policy".to_owned()
             } else {
-                requirement.policies.join(", ")
+                r.policies.join(", ")
             };
-            lines.push(format!(
-                "{}: {} approval(s) ({by})",
-                action.key, requirement.approvals
-            ));
-        }
-        all.push(requirement);
-    }
-    (lines, run_requirement(&all).approvals)
+            format!("{}: {} approval(s) ({by})", action.key, r.approvals)
+        })
+        .collect();
+    (lines, run_requirement(&requirements).approvals)
 }
 
 /// Runs `mycopod plan`.

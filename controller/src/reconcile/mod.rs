@@ -6,3 +6,4 @@
 pub mod apply;
 pub mod observe;
 pub mod queue;
+pub mod run;

@@ -1,0 +1,479 @@
+//! One reconcile of one scope: validate the commit, observe, plan, record a run when there is
+//! something to do, and apply a run once it is approved — only if planning again gives the
+//! very plan that was approved.
+//!
+//! Runs move only through the store's conditional transitions, so two replicas or two clicks
+//! can never both apply one run. What is applied is exactly what was approved: an approved run
+//! whose plan hash no longer matches a fresh plan is superseded, never applied.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mycopod_specs::{DesiredState, Loaded};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::apply::ApplyError;
+use super::observe::{LiveWorld, ObserveProblem};
+use super::queue::backoff;
+use crate::model::{ActionStatus, RunStatus, Trigger};
+use crate::plan::{Options, Planned, plan};
+use crate::policy::{expires_at, requirements_for_plan, run_requirement};
+use crate::store::{ActionUpdate, NewAction, NewRun, RunSummary, Store, StoreError};
+
+/// The name runs and audit entries give the controller itself.
+pub const CONTROLLER: &str = "controller";
+
+/// Settings of the run lifecycle.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// What one reconcile covers (a repository and ref); newer runs supersede waiting ones.
+    pub scope: String,
+    /// Planner options (pruning).
+    pub options: Options,
+    /// Attempts per action for transient errors, the first included.
+    pub attempts: u32,
+    /// First retry delay; doubles up to `retry_cap`.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_cap: Duration,
+}
+
+impl RunSettings {
+    /// Defaults for `scope`: no pruning, 4 attempts from 1 s up to 30 s.
+    pub fn new(scope: impl Into<String>) -> RunSettings {
+        RunSettings {
+            scope: scope.into(),
+            options: Options::default(),
+            attempts: 4,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one reconcile did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The world matches the commit: no run recorded.
+    InSync,
+    /// The commit's declarations do not validate: recorded (or already recorded) as invalid.
+    Invalid {
+        /// The invalid run.
+        run_id: i64,
+    },
+    /// A run waits for approval (new, or the same plan already waiting).
+    Waiting {
+        /// The waiting run.
+        run_id: i64,
+    },
+    /// A run was applied and ended in `status`.
+    Applied {
+        /// The run.
+        run_id: i64,
+        /// `succeeded`, `failed` or `partially_failed`.
+        status: RunStatus,
+    },
+}
+
+/// Why a reconcile could not finish; the loop retries with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The database failed.
+    #[error("reconcile {scope}: {source}")]
+    Store {
+        /// The scope.
+        scope: String,
+        /// The store's error.
+        source: StoreError,
+    },
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Reconciles `loaded` (the declarations of `commit`) once.
+#[tracing::instrument(skip_all, fields(scope = %settings.scope, commit = %commit))]
+#[allow(clippy::too_many_arguments)]
+pub async fn reconcile(
+    store: &Store,
+    world: &LiveWorld,
+    settings: &RunSettings,
+    commit: &str,
+    loaded: &Loaded,
+    trigger: Trigger,
+    requested_by: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(Outcome, Vec<ObserveProblem>), ReconcileError> {
+    let scope = settings.scope.as_str();
+    let db = |source| ReconcileError::Store {
+        scope: scope.to_owned(),
+        source,
+    };
+    store.expire_runs(CONTROLLER, now).await.map_err(db)?;
+
+    let desired = match mycopod_specs::check(loaded) {
+        Ok(checked) => checked.desired,
+        Err(findings) => {
+            let run_id = record_invalid(
+                store,
+                settings,
+                commit,
+                trigger,
+                requested_by,
+                &findings,
+                now,
+            )
+            .await
+            .map_err(db)?;
+            return Ok((Outcome::Invalid { run_id }, Vec::new()));
+        }
+    };
+
+    let (observed, problems) = world.observe(&desired, Some(store)).await;
+    let planned = plan(commit, &desired, &observed, settings.options);
+    let hash = planned.plan.hash();
+
+    // An approved run is applied only if a fresh plan is exactly the approved one.
+    let approved = runs_of(store, scope, RunStatus::Approved)
+        .await
+        .map_err(db)?;
+    for run in &approved {
+        if run.plan_hash == hash.as_str() && run.commit_sha == commit {
+            let status = apply_run(
+                store, world, settings, run.id, &desired, &observed, &planned, now,
+            )
+            .await
+            .map_err(db)?;
+            return Ok((
+                Outcome::Applied {
+                    run_id: run.id,
+                    status,
+                },
+                problems,
+            ));
+        }
+        store
+            .transition_run(
+                run.id,
+                RunStatus::Approved,
+                RunStatus::Superseded,
+                CONTROLLER,
+                Some("the world or the declarations changed after approval; planned again"),
+                now,
+            )
+            .await
+            .map_err(db)?;
+    }
+
+    let waiting = runs_of(store, scope, RunStatus::AwaitingApproval)
+        .await
+        .map_err(db)?;
+    if planned.plan.is_empty() {
+        for run in &waiting {
+            store
+                .transition_run(
+                    run.id,
+                    RunStatus::AwaitingApproval,
+                    RunStatus::Superseded,
+                    CONTROLLER,
+                    Some("nothing left to do"),
+                    now,
+                )
+                .await
+                .map_err(db)?;
+        }
+        return Ok((Outcome::InSync, problems));
+    }
+    if let Some(same) = waiting
+        .iter()
+        .find(|r| r.plan_hash == hash.as_str() && r.commit_sha == commit)
+    {
+        return Ok((Outcome::Waiting { run_id: same.id }, problems));
+    }
+
+    let requirements = requirements_for_plan(&desired, &planned.plan);
+    let run_needs = run_requirement(&requirements);
+    let status = if run_needs.approvals == 0 {
+        RunStatus::Approved
+    } else {
+        RunStatus::AwaitingApproval
+    };
+    let new = NewRun {
+        scope: scope.to_owned(),
+        commit_sha: commit.to_owned(),
+        trigger,
+        requested_by: requested_by.map(str::to_owned),
+        status,
+        plan: run_document(&planned),
+        plan_hash: hash.as_str().to_owned(),
+        required_approvals: i64::from(run_needs.approvals),
+        error: None,
+        expires_at: expires_at(&run_needs, now),
+        actions: planned
+            .plan
+            .actions
+            .iter()
+            .zip(&requirements)
+            .map(|(a, r)| NewAction {
+                key: a.key.clone(),
+                kind: a.resource.kind.as_str().to_owned(),
+                resource: a.resource.name.clone(),
+                verb: a.verb.as_str().to_owned(),
+                diff: serde_json::to_value(&a.changes).unwrap_or_else(|_| json!([])),
+                required_approvals: i64::from(r.approvals),
+                status: ActionStatus::Pending,
+            })
+            .collect(),
+    };
+    let run_id = store.insert_run(&new, CONTROLLER, now).await.map_err(db)?;
+    store
+        .supersede_waiting_runs(scope, run_id, CONTROLLER, now)
+        .await
+        .map_err(db)?;
+    if status == RunStatus::Approved && run_needs.window_open(now) {
+        let status = apply_run(
+            store, world, settings, run_id, &desired, &observed, &planned, now,
+        )
+        .await
+        .map_err(db)?;
+        return Ok((Outcome::Applied { run_id, status }, problems));
+    }
+    Ok((Outcome::Waiting { run_id }, problems))
+}
+
+/// The plan as stored with a run: the plan itself (whose canonical JSON the hash covers) plus
+/// what it leaves out.
+fn run_document(planned: &Planned) -> serde_json::Value {
+    json!({
+        "plan": planned.plan,
+        "notes": planned.notes,
+        "issues": planned.issues,
+    })
+}
+
+async fn runs_of(
+    store: &Store,
+    scope: &str,
+    status: RunStatus,
+) -> Result<Vec<RunSummary>, StoreError> {
+    Ok(store
+        .runs_in_status(status)
+        .await?
+        .into_iter()
+        .filter(|r| r.scope == scope)
+        .collect())
+}
+
+async fn record_invalid(
+    store: &Store,
+    settings: &RunSettings,
+    commit: &str,
+    trigger: Trigger,
+    requested_by: Option<&str>,
+    findings: &[mycopod_specs::Diagnostic],
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    let scope = settings.scope.as_str();
+    let document = json!({ "diagnostics": findings });
+    let hash = sha256_hex(&document.to_string());
+    let existing = runs_of(store, scope, RunStatus::Invalid).await?;
+    if let Some(run) = existing
+        .iter()
+        .find(|r| r.commit_sha == commit && r.plan_hash == hash)
+    {
+        return Ok(run.id);
+    }
+    let errors = findings
+        .iter()
+        .filter(|d| d.severity == mycopod_specs::Severity::Error)
+        .count();
+    let first = findings
+        .iter()
+        .find(|d| d.severity == mycopod_specs::Severity::Error)
+        .map(|d| format!("{}:{}:{}: {}", d.file, d.line, d.column, d.message))
+        .unwrap_or_default();
+    let run_id = store
+        .insert_run(
+            &NewRun {
+                scope: scope.to_owned(),
+                commit_sha: commit.to_owned(),
+                trigger,
+                requested_by: requested_by.map(str::to_owned),
+                status: RunStatus::Invalid,
+                plan: document,
+                plan_hash: hash,
+                required_approvals: 0,
+                error: Some(format!(
+                    "{errors} error(s) in the declarations; first: {first}"
+                )),
+                expires_at: None,
+                actions: Vec::new(),
+            },
+            CONTROLLER,
+            now,
+        )
+        .await?;
+    // A newer commit, even an invalid one, makes the waiting plans of older commits stale.
+    store
+        .supersede_waiting_runs(scope, run_id, CONTROLLER, now)
+        .await?;
+    Ok(run_id)
+}
+
+/// Claims an approved run and applies its actions in order. Transient errors are retried with
+/// backoff; a failed action fails the actions that depend on it (they are skipped); a conflict
+/// (the world changed since the plan) stops the run. Returns the terminal status.
+#[allow(clippy::too_many_arguments)]
+async fn apply_run(
+    store: &Store,
+    world: &LiveWorld,
+    settings: &RunSettings,
+    run_id: i64,
+    desired: &DesiredState,
+    observed: &crate::plan::Observed,
+    planned: &Planned,
+    now: DateTime<Utc>,
+) -> Result<RunStatus, StoreError> {
+    if !store.claim_run(run_id, CONTROLLER, now).await? {
+        // Another replica (or a concurrent reconcile) won the claim.
+        return Ok(RunStatus::Applying);
+    }
+    let stored = store.list_actions(run_id).await?;
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut succeeded = 0usize;
+    let mut stop = false;
+    for (action, row) in planned.plan.actions.iter().zip(&stored) {
+        let blocked = action.depends_on.iter().any(|d| failed.contains(d));
+        if stop || blocked {
+            let why = if stop {
+                "not run: the run stopped after a conflict"
+            } else {
+                "not run: an action it depends on failed"
+            };
+            store
+                .transition_action(
+                    row.id,
+                    ActionStatus::Pending,
+                    ActionStatus::Skipped,
+                    &ActionUpdate {
+                        error: Some(why.to_owned()),
+                        external_ref: None,
+                    },
+                    Utc::now(),
+                )
+                .await?;
+            failed.insert(action.key.clone());
+            continue;
+        }
+        let mut from = ActionStatus::Pending;
+        let mut attempt = 0u32;
+        let result = loop {
+            attempt += 1;
+            store
+                .transition_action(
+                    row.id,
+                    from,
+                    ActionStatus::Running,
+                    &ActionUpdate::default(),
+                    Utc::now(),
+                )
+                .await?;
+            let result = world
+                .apply(
+                    desired,
+                    observed,
+                    action,
+                    Some(store),
+                    &planned.plan.commit,
+                    Utc::now(),
+                )
+                .await;
+            match result {
+                Err(e) if e.is_transient() && !e.is_conflict() && attempt < settings.attempts => {
+                    tracing::warn!(action = %action.key, attempt, error = %e, "transient failure, retrying");
+                    store
+                        .transition_action(
+                            row.id,
+                            ActionStatus::Running,
+                            ActionStatus::Pending,
+                            &ActionUpdate {
+                                error: Some(e.to_string()),
+                                external_ref: None,
+                            },
+                            Utc::now(),
+                        )
+                        .await?;
+                    from = ActionStatus::Pending;
+                    tokio::time::sleep(backoff(settings.retry_base, settings.retry_cap, attempt))
+                        .await;
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Ok(_) => {
+                succeeded += 1;
+                store
+                    .transition_action(
+                        row.id,
+                        ActionStatus::Running,
+                        ActionStatus::Succeeded,
+                        &ActionUpdate::default(),
+                        Utc::now(),
+                    )
+                    .await?;
+            }
+            Err(e) => {
+                stop |= e.is_conflict();
+                failed.insert(action.key.clone());
+                store
+                    .transition_action(
+                        row.id,
+                        ActionStatus::Running,
+                        ActionStatus::Failed,
+                        &ActionUpdate {
+                            error: Some(describe(&e)),
+                            external_ref: None,
+                        },
+                        Utc::now(),
+                    )
+                    .await?;
+            }
+        }
+    }
+    let status = match (succeeded, failed.len()) {
+        (_, 0) => RunStatus::Succeeded,
+        (0, _) => RunStatus::Failed,
+        _ => RunStatus::PartiallyFailed,
+    };
+    let error = (!failed.is_empty()).then(|| {
+        format!(
+            "{} of {} action(s) did not succeed: {}",
+            failed.len(),
+            planned.plan.actions.len(),
+            failed.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
+    });
+    store
+        .transition_run(
+            run_id,
+            RunStatus::Applying,
+            status,
+            CONTROLLER,
+            error.as_deref(),
+            Utc::now(),
+        )
+        .await?;
+    Ok(status)
+}
+
+fn describe(e: &ApplyError) -> String {
+    if e.is_conflict() {
+        format!("{e} (changed since the plan was made; the next reconcile plans again)")
+    } else {
+        e.to_string()
+    }
+}

@@ -1,0 +1,247 @@
+//! The run lifecycle against the simulators and a real SQLite store: a commit's run waits for
+//! approval, an approval naming another plan hash is refused, the approved run is applied only
+//! when a fresh plan is the approved one, the next reconcile is a no-op, a newer commit
+//! supersedes a waiting run, and invalid declarations are recorded once with their findings.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use mycopod::model::{ActionStatus, Decision, RunStatus, Trigger};
+use mycopod::reconcile::observe::LiveWorld;
+use mycopod::reconcile::run::{Outcome, RunSettings, reconcile};
+use mycopod::store::StoreError;
+use mycopod_adapters::modbus::Value;
+use mycopod_adapters::proxmox::sim::SimStatus;
+use support::{Rig, within};
+
+fn settings() -> RunSettings {
+    let mut s = RunSettings::new("site");
+    s.retry_base = Duration::from_millis(10);
+    s.retry_cap = Duration::from_millis(50);
+    s
+}
+
+async fn reconcile_text(rig: &Rig, world: &LiveWorld, commit: &str, yaml: &str) -> Outcome {
+    let loaded = mycopod_specs::load_str("site.yaml", yaml);
+    let (outcome, problems) = reconcile(
+        &rig.store,
+        world,
+        &settings(),
+        commit,
+        &loaded,
+        Trigger::Poll,
+        None,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_should_wait_for_approval_apply_exactly_what_was_approved_and_then_be_a_no_op() {
+    within(async {
+        let rig = Rig::start().await;
+        let yaml = rig.yaml(2, 0.75);
+        let world = LiveWorld::new(&rig.desired(2), &rig.env);
+
+        // The setpoint write needs one approval by default, so the whole run waits.
+        let Outcome::Waiting { run_id } = reconcile_text(&rig, &world, "c1", &yaml).await else {
+            panic!("the first run must wait")
+        };
+        let run = rig.store.get_run(run_id).await.unwrap();
+        assert_eq!(run.status, RunStatus::AwaitingApproval);
+        assert_eq!(run.required_approvals, 1);
+        assert!(
+            rig.pve.guest(120).is_none(),
+            "nothing is applied before approval"
+        );
+
+        // Polling again records no second run.
+        assert_eq!(
+            reconcile_text(&rig, &world, "c1", &yaml).await,
+            Outcome::Waiting { run_id }
+        );
+
+        // An approval must name the plan that waits.
+        let stale = rig
+            .store
+            .record_decision(
+                run_id,
+                "olivia",
+                &"0".repeat(64),
+                Decision::Approve,
+                None,
+                Utc::now(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(stale, StoreError::StalePlanHash { .. }), "{stale}");
+        let outcome = rig
+            .store
+            .record_decision(
+                run_id,
+                "olivia",
+                &run.plan_hash,
+                Decision::Approve,
+                Some("ok"),
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome.status, RunStatus::Approved);
+
+        assert_eq!(
+            reconcile_text(&rig, &world, "c1", &yaml).await,
+            Outcome::Applied {
+                run_id,
+                status: RunStatus::Succeeded
+            }
+        );
+        assert_eq!(rig.pve.guest(120).unwrap().status, SimStatus::Running);
+        let actions = rig.store.list_actions(run_id).await.unwrap();
+        assert!(
+            actions.iter().all(|a| a.status == ActionStatus::Succeeded),
+            "{actions:#?}"
+        );
+        assert!(actions.iter().all(|a| a.attempts == 1));
+
+        assert_eq!(
+            reconcile_text(&rig, &world, "c1", &yaml).await,
+            Outcome::InSync
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_needing_no_approval_should_apply_at_once() {
+    within(async {
+        let rig = Rig::start().await;
+        // Make the setpoint already right, so that only automatic verbs remain.
+        rig.modbus.set_value("cutoff", &Value::Float(0.75)).unwrap();
+        let world = LiveWorld::new(&rig.desired(2), &rig.env);
+        let outcome = reconcile_text(&rig, &world, "c1", &rig.yaml(2, 0.75)).await;
+        let Outcome::Applied { run_id, status } = outcome else {
+            panic!("expected an applied run, got {outcome:?}")
+        };
+        assert_eq!(status, RunStatus::Succeeded);
+        assert_eq!(
+            rig.store.get_run(run_id).await.unwrap().required_approvals,
+            0
+        );
+        // A CPU change is an update: automatic too. On a running qemu guest PVE parks it in
+        // the pending configuration, and mycopod must not plan it again (no sync loop).
+        let outcome = reconcile_text(&rig, &world, "c2", &rig.yaml(4, 0.75)).await;
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Applied {
+                    status: RunStatus::Succeeded,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        let web = rig.pve.guest(120).unwrap();
+        assert_eq!(web.config["cores"], "2");
+        assert_eq!(web.pending.get("cores"), Some(&Some("4".to_owned())));
+        assert_eq!(
+            reconcile_text(&rig, &world, "c2", &rig.yaml(4, 0.75)).await,
+            Outcome::InSync
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_commit_should_supersede_a_waiting_run() {
+    within(async {
+        let rig = Rig::start().await;
+        let world = LiveWorld::new(&rig.desired(2), &rig.env);
+        let Outcome::Waiting { run_id: first } =
+            reconcile_text(&rig, &world, "c1", &rig.yaml(2, 0.75)).await
+        else {
+            panic!("waits")
+        };
+        let Outcome::Waiting { run_id: second } =
+            reconcile_text(&rig, &world, "c2", &rig.yaml(2, 0.8)).await
+        else {
+            panic!("waits")
+        };
+        assert_ne!(first, second);
+        let old = rig.store.get_run(first).await.unwrap();
+        assert_eq!(old.status, RunStatus::Superseded);
+        assert_eq!(old.superseded_by, Some(second));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approved_run_whose_world_changed_should_be_superseded_not_applied() {
+    within(async {
+        let rig = Rig::start().await;
+        let yaml = rig.yaml(2, 0.75);
+        let world = LiveWorld::new(&rig.desired(2), &rig.env);
+        let Outcome::Waiting { run_id } = reconcile_text(&rig, &world, "c1", &yaml).await else {
+            panic!("waits")
+        };
+        let hash = rig.store.get_run(run_id).await.unwrap().plan_hash;
+        rig.store
+            .record_decision(run_id, "olivia", &hash, Decision::Approve, None, Utc::now())
+            .await
+            .unwrap();
+        // The device's value moves before the approved run is applied: the plan that was
+        // approved ("0.5 -> 0.75") is no longer the plan.
+        rig.modbus.set_value("cutoff", &Value::Float(0.6)).unwrap();
+        let outcome = reconcile_text(&rig, &world, "c1", &yaml).await;
+        let Outcome::Waiting { run_id: replanned } = outcome else {
+            panic!("a new run must wait for approval, got {outcome:?}")
+        };
+        assert_ne!(replanned, run_id);
+        assert_eq!(
+            rig.store.get_run(run_id).await.unwrap().status,
+            RunStatus::Superseded
+        );
+        assert!(
+            rig.pve.guest(120).is_none(),
+            "the superseded run applied nothing"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_declarations_should_be_recorded_once_with_their_findings_and_change_nothing() {
+    within(async {
+        let rig = Rig::start().await;
+        let world = LiveWorld::new(&rig.desired(2), &rig.env);
+        let bad = rig.yaml(2, 0.75).replace("memory: 2GiB", "memroy: 2GiB");
+        let Outcome::Invalid { run_id } = reconcile_text(&rig, &world, "c9", &bad).await else {
+            panic!("invalid")
+        };
+        let run = rig.store.get_run(run_id).await.unwrap();
+        assert_eq!(run.status, RunStatus::Invalid);
+        let error = run.error.unwrap();
+        assert!(error.contains("site.yaml:"), "{error}");
+        assert!(error.contains("memroy"), "{error}");
+        let codes: Vec<&str> = run.plan["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["code"].as_str())
+            .collect();
+        assert!(codes.contains(&"unknown-field"), "{codes:?}");
+        assert_eq!(
+            reconcile_text(&rig, &world, "c9", &bad).await,
+            Outcome::Invalid { run_id }
+        );
+        assert_eq!(rig.pve.request_count(), 0, "nothing was even observed");
+    })
+    .await;
+}

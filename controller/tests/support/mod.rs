@@ -1,0 +1,164 @@
+//! Shared rig for the controller's end-to-end tests: a Proxmox simulator, a Modbus simulator
+//! and a migrated SQLite store, with declarations that point at them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use mycopod::plan::{Options, Planned, plan};
+use mycopod::reconcile::observe::LiveWorld;
+use mycopod::store::Store;
+use mycopod_adapters::modbus::Value;
+use mycopod_adapters::modbus::sim::{SimDevice, Simulator};
+use mycopod_adapters::modbus::translate::device_def;
+use mycopod_adapters::proxmox::sim::{SimConfig, SimHandle};
+use mycopod_specs::DesiredState;
+
+pub fn declarations(pve: &str, modbus_port: u16, web_cores: u32, cutoff: f64) -> String {
+    format!(
+        r#"apiVersion: mycopod/v1
+kind: ProxmoxCluster
+metadata: {{name: home}}
+spec:
+  endpoint: {pve}
+  auth: {{tokenId: "mycopod@pve!gitops", secretEnv: PVE_TOKEN}}
+  defaultNode: pve1
+---
+apiVersion: mycopod/v1
+kind: Guest
+metadata: {{name: web}}
+spec:
+  cluster: home
+  type: qemu
+  vmid: 120
+  state: running
+  cores: {web_cores}
+  memory: 2GiB
+  disks: [{{interface: scsi0, storage: local-lvm, size: 32G}}]
+  networks: [{{model: virtio, bridge: vmbr0, vlan: 10}}]
+  tags: [web]
+---
+apiVersion: mycopod/v1
+kind: Guest
+metadata: {{name: dns}}
+spec:
+  cluster: home
+  type: lxc
+  vmid: 121
+  state: stopped
+  ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst
+  cores: 1
+  memory: 512MiB
+  rootfs: {{storage: local-lvm, size: 4G}}
+  networks: [{{name: eth0, bridge: vmbr0, ip: dhcp}}]
+---
+apiVersion: mycopod/v1
+kind: ModbusDevice
+metadata: {{name: fm-1}}
+spec:
+  connection: {{tcp: {{host: 127.0.0.1, port: {modbus_port}}}}}
+  timeout: 2s
+  registers:
+    - {{name: flow_rate, table: holding, address: 0, type: f32}}
+    - {{name: cutoff, table: holding, address: 20, type: f32, writable: true, min: 0, max: 5, tolerance: 0.001}}
+  setpoints: {{cutoff: {cutoff}}}
+---
+apiVersion: mycopod/v1
+kind: NotificationChannel
+metadata: {{name: ops}}
+spec: {{webhook: {{url: "http://127.0.0.1:9/hook", secretEnv: OPS_SECRET}}}}
+---
+apiVersion: mycopod/v1
+kind: AlertRule
+metadata: {{name: low-flow}}
+spec: {{device: fm-1, register: flow_rate, condition: {{below: 2.0}}, for: 5m, notify: [ops]}}
+"#
+    )
+}
+
+pub fn desired(yaml: &str) -> DesiredState {
+    let loaded = mycopod_specs::load_str("site.yaml", yaml);
+    mycopod_specs::check(&loaded)
+        .unwrap_or_else(|d| panic!("{d:#?}"))
+        .desired
+}
+
+pub struct Rig {
+    pub pve: SimHandle,
+    pub modbus: Simulator,
+    pub store: Store,
+    pub env: BTreeMap<String, String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    pub async fn start() -> Rig {
+        let pve = SimHandle::start(SimConfig::default()).await.unwrap();
+        let probe = desired(&declarations(&pve.base_url(), 1502, 2, 0.75));
+        let modbus = SimDevice::new(device_def("fm-1", &probe.devices[0].spec))
+            .value("cutoff", Value::Float(0.5))
+            .start()
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/m.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let env = [("PVE_TOKEN".to_owned(), "tok-secret".to_owned())].into();
+        Rig {
+            pve,
+            modbus,
+            store,
+            env,
+            _dir: dir,
+        }
+    }
+
+    /// The declarations with `web` at `cores` and the cutoff setpoint at 0.75.
+    pub fn desired(&self, cores: u32) -> DesiredState {
+        desired(&self.yaml(cores, 0.75))
+    }
+
+    /// The declarations' text.
+    pub fn yaml(&self, cores: u32, cutoff: f64) -> String {
+        declarations(
+            &self.pve.base_url(),
+            self.modbus.addr().port(),
+            cores,
+            cutoff,
+        )
+    }
+
+    pub async fn plan(
+        &self,
+        world: &LiveWorld,
+        d: &DesiredState,
+    ) -> (Planned, mycopod::plan::Observed) {
+        let (observed, problems) = world.observe(d, Some(&self.store)).await;
+        assert!(problems.is_empty(), "{problems:?}");
+        (plan("c1", d, &observed, Options::default()), observed)
+    }
+
+    /// Observes, plans and applies every action in order; returns the plan it applied.
+    pub async fn converge_once(&self, world: &LiveWorld, d: &DesiredState) -> Planned {
+        let (planned, observed) = self.plan(world, d).await;
+        assert!(planned.issues.is_empty(), "{:?}", planned.issues);
+        for action in &planned.plan.actions {
+            world
+                .apply(d, &observed, action, Some(&self.store), "c1", Utc::now())
+                .await
+                .unwrap_or_else(|e| panic!("apply {}: {e}", action.key));
+        }
+        planned
+    }
+}
+
+/// Runs `f` under a generous bound so that a hang fails instead of blocking CI.
+pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(90), f)
+        .await
+        .expect("in time")
+}
