@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod apply;
 pub mod plan;
 pub mod schema;
 pub mod store_cmds;
@@ -39,6 +40,8 @@ pub enum Command {
     Schema(schema::Args),
     /// Show what applying the declarations would change (exit 0 none, 3 changes, 1 error).
     Plan(plan::Args),
+    /// Plan and apply, recorded as a run (exit 0 applied or nothing to do, 1 otherwise).
+    Apply(apply::Args),
     /// Apply the database migrations that are not applied yet.
     Migrate,
     /// Manage users.
@@ -98,6 +101,7 @@ pub fn main() -> ExitCode {
         let db = config.database_url.clone();
         match cli.command {
             Command::Plan(args) => plan::run(&config, &args).await,
+            Command::Apply(args) => apply::run(&config, &args).await,
             Command::Migrate => store_cmds::migrate(&db).await,
             Command::User(cmd) => store_cmds::user(&db, cmd).await,
             Command::Audit(cmd) => store_cmds::audit(&db, cmd).await,

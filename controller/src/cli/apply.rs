@@ -1,0 +1,226 @@
+//! `mycopod apply`: plan and apply from the command line, recorded as a run like any other.
+//!
+//! It goes through the same run lifecycle as the server: the run is recorded, approvals bind
+//! to its plan hash, and what is applied is exactly what was shown. A plan that needs one
+//! approval is applied only with `--approve` (recorded as the local user's approval); a plan
+//! that needs more is refused here and must be approved through the server.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use chrono::Utc;
+
+use super::plan::{approvals_summary, describe_note, read_source};
+use crate::config::Config;
+use crate::model::{ActionStatus, Decision, RunStatus, Trigger};
+use crate::plan::Options;
+use crate::reconcile::observe::LiveWorld;
+use crate::reconcile::run::{Outcome, RunSettings, reconcile};
+use crate::store::Store;
+
+/// `mycopod apply` arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The declarations: a local folder (its files as they are now) or a Git URL.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Branch, tag or commit of a Git URL.
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
+    /// Sub-folder of the repository that holds the declarations.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Also delete managed guests that are no longer declared.
+    #[arg(long)]
+    pub prune: bool,
+    /// Approve a plan that needs one approval, as the local user.
+    #[arg(long)]
+    pub approve: bool,
+}
+
+fn local_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .map(|u| format!("local:{u}"))
+        .unwrap_or_else(|_| "local".to_owned())
+}
+
+/// Runs `mycopod apply`.
+pub async fn run(config: &Config, args: &Args) -> ExitCode {
+    let repo = args
+        .repo
+        .clone()
+        .or_else(|| config.repo.clone())
+        .unwrap_or_else(|| ".".to_owned());
+    let git_ref = args
+        .git_ref
+        .clone()
+        .unwrap_or_else(|| config.git_ref.clone());
+    let path = args.path.clone().unwrap_or_else(|| config.path.clone());
+    let source = match read_source(config, &repo, &git_ref, &path).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: read declarations from {repo}: {e}");
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+    };
+    let desired = match mycopod_specs::check(&source.loaded) {
+        Ok(c) => c.desired,
+        Err(findings) => {
+            eprint!(
+                "{}",
+                mycopod_specs::render::render_human(&findings, &source.loaded)
+            );
+            eprintln!("error: the declarations do not validate; nothing was applied");
+            return ExitCode::from(super::EXIT_FINDINGS);
+        }
+    };
+    let store = match Store::connect(&config.database_url).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: open the database: {e}");
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+    };
+    if let Err(e) = store.migrate().await {
+        eprintln!("error: migrate the database: {e}");
+        return ExitCode::from(super::EXIT_USAGE);
+    }
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let world = LiveWorld::new(&desired, &env);
+    let mut settings = RunSettings::new(format!("{repo}@{git_ref}"));
+    settings.options = Options {
+        prune: args.prune || config.prune,
+    };
+    let user = local_user();
+
+    // Show the plan first, exactly as `mycopod plan` would.
+    let (observed, problems) = world.observe(&desired, Some(&store)).await;
+    for p in &problems {
+        eprintln!("warning: {}: {}", p.resource, p.message);
+    }
+    let planned = crate::plan::plan(&source.commit, &desired, &observed, settings.options);
+    print!("{}", planned.plan.render());
+    for note in &planned.notes {
+        println!("note: {}", describe_note(note));
+    }
+    for issue in &planned.issues {
+        eprintln!("error: {issue}");
+    }
+    let (approval_lines, needed) = approvals_summary(&desired, &planned);
+
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome = reconcile(
+            &store,
+            &world,
+            &settings,
+            &source.commit,
+            &source.loaded,
+            Trigger::Cli,
+            Some(&user),
+            Utc::now(),
+        )
+        .await;
+        let outcome = match outcome {
+            Ok((outcome, _)) => outcome,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(super::EXIT_FINDINGS);
+            }
+        };
+        match outcome {
+            Outcome::InSync => {
+                println!("nothing to apply");
+                return ExitCode::from(if planned.issues.is_empty() {
+                    super::EXIT_OK
+                } else {
+                    super::EXIT_FINDINGS
+                });
+            }
+            Outcome::Invalid { .. } => return ExitCode::from(super::EXIT_FINDINGS),
+            Outcome::Applied { run_id, status } => {
+                return report(&store, run_id, status).await;
+            }
+            Outcome::Waiting { run_id } => {
+                if attempt > 1 {
+                    eprintln!(
+                        "error: run {run_id} still waits after the approval; the world changed while applying, run again"
+                    );
+                    return ExitCode::from(super::EXIT_FINDINGS);
+                }
+                if needed > 1 {
+                    eprintln!("error: this plan needs {needed} approvals:");
+                    for line in &approval_lines {
+                        eprintln!("  {line}");
+                    }
+                    eprintln!(
+                        "run {run_id} waits for them on the server: POST /api/v1/runs/{run_id}/approve with its plan hash"
+                    );
+                    return ExitCode::from(super::EXIT_FINDINGS);
+                }
+                if !args.approve {
+                    eprintln!("this plan needs one approval:");
+                    for line in &approval_lines {
+                        eprintln!("  {line}");
+                    }
+                    eprintln!(
+                        "run {run_id} is recorded and waits; run `mycopod apply --approve` to approve and apply it as {user}"
+                    );
+                    return ExitCode::from(super::EXIT_FINDINGS);
+                }
+                let hash = match store.get_run(run_id).await {
+                    Ok(run) => run.plan_hash,
+                    Err(e) => {
+                        eprintln!("error: read run {run_id}: {e}");
+                        return ExitCode::from(super::EXIT_FINDINGS);
+                    }
+                };
+                if let Err(e) = store
+                    .record_decision(
+                        run_id,
+                        &user,
+                        &hash,
+                        Decision::Approve,
+                        Some("mycopod apply --approve"),
+                        Utc::now(),
+                    )
+                    .await
+                {
+                    eprintln!("error: approve run {run_id}: {e}");
+                    return ExitCode::from(super::EXIT_FINDINGS);
+                }
+                println!("approved run {run_id} as {user}");
+            }
+        }
+    }
+}
+
+async fn report(store: &Store, run_id: i64, status: RunStatus) -> ExitCode {
+    match store.list_actions(run_id).await {
+        Ok(actions) => {
+            for a in actions {
+                let mark = match a.status {
+                    ActionStatus::Succeeded => "ok",
+                    ActionStatus::Failed => "FAILED",
+                    ActionStatus::Skipped => "skipped",
+                    _ => "?",
+                };
+                match &a.last_error {
+                    Some(e) if a.status != ActionStatus::Succeeded => {
+                        println!("{mark:>7}  {}  ({e})", a.key)
+                    }
+                    _ => println!("{mark:>7}  {}", a.key),
+                }
+            }
+        }
+        Err(e) => eprintln!("warning: list the actions of run {run_id}: {e}"),
+    }
+    println!("run {run_id}: {status}");
+    if status == RunStatus::Succeeded {
+        ExitCode::from(super::EXIT_OK)
+    } else {
+        ExitCode::from(super::EXIT_FINDINGS)
+    }
+}

@@ -1,0 +1,101 @@
+//! `mycopod apply` end to end: the real binary against the simulators with a SQLite file.
+//! A plan needing one approval waits until `--approve`; one needing two is refused and points
+//! at the server; a second apply has nothing to do.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use mycopod_adapters::modbus::Value;
+use mycopod_adapters::proxmox::sim::SimStatus;
+use support::{Rig, within};
+
+fn apply(dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mycopod"))
+        .arg("apply")
+        .arg("--repo")
+        .arg(dir.join("repo"))
+        .args(extra)
+        .current_dir(dir)
+        .env("PVE_TOKEN", "tok-secret")
+        .env("USER", "olivia")
+        .env(
+            "MYCOPOD_DATABASE_URL",
+            format!("sqlite://{}/m.db", dir.display()),
+        )
+        .env_remove("MYCOPOD_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn apply_async(dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    let dir = dir.to_owned();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+        apply(&dir, &refs)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_should_need_approve_for_one_approval_then_converge_and_then_do_nothing() {
+    within(async {
+        let rig = Rig::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("repo")).unwrap();
+        std::fs::write(dir.path().join("repo/site.yaml"), rig.yaml(2, 0.75)).unwrap();
+
+        let (code, stdout, stderr) = apply_async(dir.path(), &[]).await;
+        assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("~ ModbusDevice/fm-1 write"), "{stdout}");
+        assert!(stderr.contains("this plan needs one approval"), "{stderr}");
+        assert!(stderr.contains("mycopod apply --approve"), "{stderr}");
+        assert!(
+            rig.pve.guest(120).is_none(),
+            "nothing applied without approval"
+        );
+
+        let (code, stdout, stderr) = apply_async(dir.path(), &["--approve"]).await;
+        assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("approved run"), "{stdout}");
+        assert!(stdout.contains("ok  Guest/web:create"), "{stdout}");
+        assert!(stdout.contains(": succeeded"), "{stdout}");
+        assert_eq!(rig.pve.guest(120).unwrap().status, SimStatus::Running);
+        let Value::Float(cutoff) = rig.modbus.value("cutoff").unwrap() else {
+            panic!()
+        };
+        assert!((cutoff - 0.75).abs() < 1e-6);
+
+        let (code, stdout, _) = apply_async(dir.path(), &[]).await;
+        assert_eq!(code, 0, "{stdout}");
+        assert!(stdout.contains("nothing to apply"), "{stdout}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_should_refuse_a_plan_that_needs_two_approvers_and_point_at_the_server() {
+    within(async {
+        let rig = Rig::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("repo")).unwrap();
+        let policy = "---\napiVersion: mycopod/v1\nkind: HandshakePolicy\nmetadata: {name: two-man}\nspec: {match: {verbs: [write]}, approvals: 2}\n";
+        std::fs::write(dir.path().join("repo/site.yaml"), rig.yaml(2, 0.75) + policy).unwrap();
+        let (code, _, stderr) = apply_async(dir.path(), &["--approve"]).await;
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("this plan needs 2 approvals"), "{stderr}");
+        assert!(stderr.contains("/api/v1/runs/"), "{stderr}");
+        assert!(rig.pve.guest(120).is_none());
+    })
+    .await;
+}
