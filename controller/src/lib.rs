@@ -1,5 +1,6 @@
 //! The mycopod controller: planner, policies, reconcile loop, telemetry, store and HTTP API.
 pub mod config;
+pub mod declarations;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
