@@ -1,4 +1,5 @@
 //! The mycopod controller: planner, policies, reconcile loop, telemetry, store and HTTP API.
+pub mod cli;
 pub mod config;
 pub mod declarations;
 pub mod plan;
