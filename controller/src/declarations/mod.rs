@@ -100,8 +100,8 @@ pub enum TranslateError {
     },
     /// Both the answer and the corrected answer had errors.
     #[error(
-        "translate declaration {name}: the answers of model {model} do not validate after one correction ({} errors)",
-        diagnostics.iter().filter(|d| d.is_error()).count()
+        "translate declaration {name}: the answers of model {model} do not validate after one correction ({})",
+        mycopod_specs::render::summary(diagnostics)
     )]
     Invalid {
         /// The declaration.
