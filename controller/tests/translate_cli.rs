@@ -279,9 +279,22 @@ async fn translate_should_read_the_model_from_mycopod_toml_and_refuse_a_bad_name
     )
     .await;
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    let output = mycopod(
+        repo.path(),
+        &[],
+        &["translate", "a pi-hole container", "--kind", "Gest"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("unknown --kind \"Gest\""));
     assert!(sim.requests().is_empty());
 
-    let output = mycopod(repo.path(), &[], &["translate", "a pi-hole container"]).await;
+    let output = mycopod(
+        repo.path(),
+        &[],
+        &["translate", "a pi-hole container", "--kind", "Guest"],
+    )
+    .await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert!(text(&output.stdout).contains("# model: from-toml"));
     let requests = sim.requests();
@@ -290,4 +303,9 @@ async fn translate_should_read_the_model_from_mycopod_toml_and_refuse_a_bad_name
         Some("Bearer sk-local")
     );
     assert_eq!(requests[0].body["model"], "from-toml");
+    let schema = &requests[0].body["response_format"]["json_schema"]["schema"];
+    assert_eq!(
+        schema["properties"]["documents"]["items"]["properties"]["kind"]["enum"],
+        serde_json::json!(["Guest"])
+    );
 }

@@ -1,4 +1,4 @@
-//! `mycopod translate "TEXT" [--repo PATH] [--out FILE] [--name NAME] [--config FILE]`: asks the
+//! `mycopod translate "TEXT" [--repo PATH] [--out FILE] [--name NAME] [--kind KIND]...`: asks the
 //! configured model to turn TEXT into declarations, validated against the repository, and
 //! prints or writes the YAML. Exit 0 translated, 1 when the answers do not validate or the model
 //! fails, 2 on usage or configuration errors. Glue only: the translation is
@@ -8,6 +8,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use mycopod_adapters::llm::{LlmClient, LlmSettings, OPENAI_BASE_URL};
+use mycopod_specs::kinds::Kind;
 use mycopod_specs::values::Name;
 
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
@@ -28,6 +29,10 @@ pub struct Args {
     /// The declaration's name, used in the `mycopod/declaration` label (default: from the text).
     #[arg(long)]
     pub name: Option<String>,
+    /// A kind the translation may produce (repeatable; default: Guest, ModbusDevice, AlertRule,
+    /// NotificationChannel, ProxmoxCluster). `HandshakePolicy` only when given here.
+    #[arg(long = "kind", value_name = "KIND")]
+    pub kinds: Vec<String>,
     /// The configuration file (default: `MYCOPOD_CONFIG`, then `./mycopod.toml` if present).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -165,6 +170,23 @@ fn prepare(args: &Args) -> Result<Prepared, String> {
     };
     Name::parse(&name).map_err(|e| format!("invalid --name \"{name}\": {e}"))?;
 
+    let mut kinds = Vec::new();
+    for text in &args.kinds {
+        match Kind::from_text(text) {
+            Some(Kind::Declaration) => {
+                return Err("--kind Declaration: a translation never produces declarations".into());
+            }
+            Some(kind) => kinds.push(kind),
+            None => {
+                let all: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                return Err(format!(
+                    "unknown --kind \"{text}\" (one of: {})",
+                    all.join(", ")
+                ));
+            }
+        }
+    }
+
     let repo = mycopod_specs::load_path(&args.repo).map_err(|e| {
         let cause = std::error::Error::source(&e)
             .map(|s| format!(": {s}"))
@@ -196,7 +218,7 @@ fn prepare(args: &Args) -> Result<Prepared, String> {
         request: Request {
             name,
             text: args.text.clone(),
-            kinds: Vec::new(),
+            kinds,
             file,
         },
     })
