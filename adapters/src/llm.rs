@@ -36,7 +36,8 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 /// Where and how to reach the model. The controller maps its `[llm]` configuration into this.
-#[derive(Debug, Clone, PartialEq)]
+/// `Debug` shows whether an API key is set, never the key.
+#[derive(Clone, PartialEq)]
 pub struct LlmSettings {
     /// The API base, up to and including `/v1` (`http://127.0.0.1:11434/v1` for Ollama).
     pub base_url: String,
@@ -56,6 +57,20 @@ pub struct LlmSettings {
 
 /// The OpenAI API base, used when no base URL is configured.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+impl std::fmt::Debug for LlmSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmSettings")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("max_retry_after", &self.max_retry_after)
+            .finish()
+    }
+}
 
 impl LlmSettings {
     /// Settings with the defaults: 60 s per call, 3 attempts, 500 ms first backoff, at most
@@ -468,7 +483,8 @@ impl LlmClient {
         schema: &OutputSchema,
     ) -> Result<Answer, LlmError> {
         let after = self.settings.timeout;
-        match tokio::time::timeout(after, self.attempts(messages, schema)).await {
+        let deadline = tokio::time::Instant::now() + after;
+        match tokio::time::timeout_at(deadline, self.attempts(messages, schema, deadline)).await {
             Ok(result) => result,
             Err(_) => Err(LlmError::Timeout {
                 model: self.settings.model.clone(),
@@ -481,6 +497,7 @@ impl LlmClient {
         &self,
         messages: &[Message],
         schema: &OutputSchema,
+        deadline: tokio::time::Instant,
     ) -> Result<Answer, LlmError> {
         let model = || self.settings.model.clone();
         let max = self.settings.max_attempts.max(1);
@@ -516,7 +533,10 @@ impl LlmClient {
                 }
                 Failure::Status(status) if status.status == 429 => {
                     let wait = status.retry_after.unwrap_or_else(|| self.backoff(attempt));
-                    if attempt >= max || wait > self.settings.max_retry_after {
+                    // Waiting past the call's deadline would only end in a timeout that hides
+                    // the rate limit.
+                    let past_deadline = tokio::time::Instant::now() + wait >= deadline;
+                    if attempt >= max || wait > self.settings.max_retry_after || past_deadline {
                         return Err(LlmError::RateLimited {
                             model: model(),
                             attempts: requests,
@@ -750,6 +770,17 @@ mod tests {
             body: "no such model".into(),
         };
         assert_eq!(e.class(), ErrorClass::Rejected);
+    }
+
+    #[test]
+    fn settings_should_never_show_the_api_key() {
+        let mut s = LlmSettings::new("http://127.0.0.1:1/v1", "m");
+        s.api_key = Some("sk-secret".into());
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("sk-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        let client = LlmClient::new(s).unwrap();
+        assert!(!format!("{client:?}").contains("sk-secret"));
     }
 
     #[test]

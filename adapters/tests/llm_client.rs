@@ -119,6 +119,28 @@ async fn a_retry_after_longer_than_allowed_should_end_the_call_as_rate_limited()
 }
 
 #[tokio::test]
+async fn a_retry_after_beyond_the_call_deadline_should_end_as_rate_limited_not_as_a_timeout() {
+    limited(async {
+        let sim = LlmSim::start(vec![Reply::rate_limited(5), Reply::content("{}")])
+            .await
+            .unwrap();
+        let mut settings = client(&sim).settings().clone();
+        settings.timeout = Duration::from_secs(2);
+        let err = LlmClient::new(settings)
+            .unwrap()
+            .complete(&messages(), &schema())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LlmError::RateLimited { attempts: 1, .. }),
+            "{err:?}"
+        );
+        assert_eq!(sim.requests().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn server_errors_should_be_retried_with_backoff_and_then_succeed() {
     limited(async {
         let sim = LlmSim::start(vec![

@@ -56,6 +56,19 @@ pub fn answer_schema(kinds: &[Kind]) -> Value {
     if let Some(kind) = document.pointer_mut("/properties/kind") {
         *kind = json!({"enum": names});
     }
+    // Only the spec schemas of allowed kinds, and only the definitions they reach: the schema
+    // goes into the prompt, and local models have small context windows.
+    if let Some(Value::Array(all_of)) = document.get_mut("allOf") {
+        all_of.retain(|branch| {
+            branch
+                .pointer("/if/properties/kind/const")
+                .and_then(Value::as_str)
+                .is_some_and(|k| names.contains(&k))
+        });
+    }
+    let mut defs = reachable_defs(&document, defs);
+    drop_null_defaults(&mut document);
+    drop_null_defaults(&mut defs);
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "mycopod documents",
@@ -67,6 +80,59 @@ pub fn answer_schema(kinds: &[Kind]) -> Value {
         },
         "$defs": defs
     })
+}
+
+/// The entries of `defs` that `root` refers to (`#/$defs/NAME`), directly or through others.
+fn reachable_defs(root: &Value, defs: Value) -> Value {
+    let Value::Object(mut defs) = defs else {
+        return json!({});
+    };
+    let mut seen = BTreeSet::new();
+    let mut todo = Vec::new();
+    refs(root, &mut todo);
+    while let Some(name) = todo.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(def) = defs.get(&name) {
+            refs(def, &mut todo);
+        }
+    }
+    defs.retain(|name, _| seen.contains(name));
+    Value::Object(defs)
+}
+
+/// Removes `"default": null` annotations (most optional fields carry one): they say nothing
+/// to a model and cost context.
+fn drop_null_defaults(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.get("default").is_some_and(Value::is_null) {
+                map.remove("default");
+            }
+            map.values_mut().for_each(drop_null_defaults);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_null_defaults),
+        _ => {}
+    }
+}
+
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "$ref"
+                    && let Some(name) = v.as_str().and_then(|r| r.strip_prefix("#/$defs/"))
+                {
+                    out.push(name.to_owned());
+                } else {
+                    refs(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
 }
 
 /// The system prompt: what mycopod is, the rules of a good answer, and the answer schema.
@@ -322,6 +388,23 @@ spec: {webhook: {url: "https://hooks.lan/x", secretEnv: HOOK}}
                 "NotificationChannel"
             ])
         );
+    }
+
+    #[test]
+    fn a_narrowed_schema_should_keep_only_the_allowed_specs_and_their_definitions() {
+        let full = answer_schema(&allowed_kinds(&[])).to_string().len();
+        let schema = answer_schema(&[Kind::AlertRule]);
+        let text = schema.to_string();
+        assert!(text.len() * 3 < full, "{} vs {full}", text.len());
+        let defs = schema["$defs"].as_object().unwrap();
+        assert!(defs.contains_key("AlertRuleSpec"));
+        assert!(!defs.contains_key("GuestSpec"));
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("\"$ref\":\"#/$defs/") {
+            rest = &rest[i + 16..];
+            let name = &rest[..rest.find('"').unwrap()];
+            assert!(defs.contains_key(name), "undefined $ref {name}");
+        }
     }
 
     #[test]
