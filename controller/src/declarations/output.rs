@@ -33,29 +33,56 @@ pub fn label_documents(documents: &mut [Value], name: &str) {
 
 /// The documents as YAML, separated by `---`, envelope fields first.
 pub fn documents_yaml(documents: &[Value]) -> Result<String, String> {
-    let ordered: Vec<Value> = documents.iter().map(envelope_first).collect();
+    let ordered: Vec<Ordered<'_>> = documents.iter().map(Ordered).collect();
     serde_saphyr::to_string_multiple(&ordered).map_err(|e| e.to_string())
 }
 
-/// Rebuilds a document with `apiVersion`, `kind`, `metadata`, `spec` first, in that order, and
-/// any other key after them (serde_json keeps insertion order only with `preserve_order`,
-/// which we do not rely on; the key order happens to be alphabetical otherwise).
-fn envelope_first(doc: &Value) -> Value {
-    let Some(map) = doc.as_object() else {
-        return doc.clone();
-    };
-    let mut out = serde_json::Map::new();
-    for key in ["apiVersion", "kind", "metadata", "spec"] {
-        if let Some(v) = map.get(key) {
-            out.insert(key.to_owned(), v.clone());
+/// Keys written first, in this order, wherever they appear; the others follow sorted.
+const FIRST_KEYS: [&str; 7] = [
+    "apiVersion",
+    "kind",
+    "metadata",
+    "spec",
+    "name",
+    "labels",
+    "annotations",
+];
+
+/// Serializes a JSON value with [`FIRST_KEYS`] first in every mapping, so that a generated
+/// file reads like a hand-written one (`name` before `labels`, the envelope on top).
+struct Ordered<'a>(&'a Value);
+
+impl serde::Serialize for Ordered<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort_by_key(|k| {
+                    (
+                        FIRST_KEYS
+                            .iter()
+                            .position(|f| f == k)
+                            .unwrap_or(FIRST_KEYS.len()),
+                        k.as_str(),
+                    )
+                });
+                let mut out = serializer.serialize_map(Some(keys.len()))?;
+                for key in keys {
+                    out.serialize_entry(key, &Ordered(&map[key]))?;
+                }
+                out.end()
+            }
+            Value::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    out.serialize_element(&Ordered(item))?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
         }
     }
-    for (k, v) in map {
-        if !out.contains_key(k) {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    Value::Object(out)
 }
 
 /// Where a generated file came from, for its header.
@@ -241,9 +268,9 @@ spec: {cluster: nowhere, type: qemu, vmid: 120, clone: {from: 9000}}
             apiVersion: mycopod/v1
             kind: Guest
             metadata:
+              name: pihole
               labels:
                 mycopod/declaration: pihole-dns
-              name: pihole
             spec:
               cluster: home
               cores: 1
