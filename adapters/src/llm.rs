@@ -444,7 +444,9 @@ impl LlmClient {
             .with_api_key(key)
             .with_org_id("")
             .with_project_id("");
-        let client = Client::with_config(config).with_http_service(Transport { http });
+        // Our reqwest client both builds requests and (through `Transport`) sends them; the
+        // default executor with async-openai's retry layer is replaced.
+        let client = Client::build(http.clone(), config).with_http_service(Transport { http });
         Ok(LlmClient {
             client,
             settings,
