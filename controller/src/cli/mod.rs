@@ -2,6 +2,7 @@
 //! subcommand. Each subcommand returns its exit code; none of them holds logic that the
 //! library does not also expose.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -12,6 +13,10 @@ pub mod translate;
 #[derive(Debug, Parser)]
 #[command(name = "mycopod", version, about)]
 pub struct Cli {
+    /// Configuration file (default: `mycopod.toml` in the working directory, if present).
+    #[arg(long, global = true, env = "MYCOPOD_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -32,11 +37,36 @@ pub const EXIT_FINDINGS: u8 = 1;
 /// Exit code: usage or configuration error.
 pub const EXIT_USAGE: u8 = 2;
 
+/// The configuration from the file, the environment and the global flags.
+pub fn load_config(cli: &Cli) -> Result<crate::config::Config, crate::config::ConfigError> {
+    let mut sources = crate::config::Sources::from_process_env();
+    sources.file = cli.config.clone();
+    crate::config::load(&sources)
+}
+
 /// Parses the process arguments and runs the subcommand.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match cli.command {
-        Command::Translate(args) => translate::run(&args),
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
-    ExitCode::from(code)
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Translate(args) => translate::run(&config, &args).await,
+        }
+    })
 }

@@ -6,13 +6,14 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use mycopod_adapters::llm::{LlmClient, LlmSettings, OPENAI_BASE_URL};
 use mycopod_specs::kinds::Kind;
 use mycopod_specs::values::Name;
 
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
-use crate::config::{self, Config, Sources};
+use crate::config::Config;
 use crate::declarations::{self, Request, TranslateError};
 
 /// Arguments of `mycopod translate`.
@@ -33,9 +34,6 @@ pub struct Args {
     /// NotificationChannel, ProxmoxCluster). `HandshakePolicy` only when given here.
     #[arg(long = "kind", value_name = "KIND")]
     pub kinds: Vec<String>,
-    /// The configuration file (default: `MYCOPOD_CONFIG`, then `./mycopod.toml` if present).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
 }
 
 const NO_MODEL: &str = "no model configured for `mycopod translate`
@@ -48,31 +46,26 @@ const NO_ENDPOINT: &str = "no endpoint configured for the model
   set MYCOPOD_LLM_BASE_URL (`base_url` under [llm] in mycopod.toml) for a local or self-hosted
   server, or MYCOPOD_LLM_API_KEY (`api_key`) to use the OpenAI API";
 
-/// Runs the subcommand and returns the exit code.
-pub fn run(args: &Args) -> u8 {
-    let prepared = match prepare(args) {
+/// Runs the subcommand with the loaded configuration and returns the exit code.
+pub async fn run(config: &Config, args: &Args) -> ExitCode {
+    ExitCode::from(translate(config, args).await)
+}
+
+async fn translate(config: &Config, args: &Args) -> u8 {
+    let prepared = match prepare(config, args) {
         Ok(p) => p,
         Err(message) => {
             eprintln!("error: {message}");
             return EXIT_USAGE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: start the async runtime: {e}");
-            return EXIT_FINDINGS;
-        }
-    };
-    let result = runtime.block_on(declarations::translate(
+    let result = declarations::translate(
         &prepared.client,
         &prepared.repo,
         &prepared.request,
         chrono::Utc::now(),
-    ));
+    )
+    .await;
     match result {
         Ok(t) => {
             if !t.warnings.is_empty() {
@@ -144,15 +137,10 @@ struct Prepared {
 }
 
 /// Everything that can be a usage or configuration error, checked before the model is asked.
-fn prepare(args: &Args) -> Result<Prepared, String> {
+fn prepare(config: &Config, args: &Args) -> Result<Prepared, String> {
     if args.text.trim().is_empty() {
         return Err("the request text is empty".to_owned());
     }
-    let sources = Sources {
-        file: args.config.clone(),
-        ..Sources::from_process_env()
-    };
-    let config: Config = config::load(&sources).map_err(|e| e.to_string())?;
     let model = config
         .llm
         .model
