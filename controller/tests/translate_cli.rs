@@ -261,7 +261,7 @@ async fn translate_without_a_model_should_exit_2_naming_the_settings() {
 #[tokio::test]
 async fn translate_should_read_the_model_from_mycopod_toml_and_refuse_a_bad_name() {
     let repo = homelab();
-    let sim = LlmSim::start(vec![Reply::content(GOOD_YAML)])
+    let sim = LlmSim::start(vec![Reply::content(GOOD_YAML), Reply::content(GOOD_YAML)])
         .await
         .unwrap();
     std::fs::write(
@@ -308,4 +308,23 @@ async fn translate_should_read_the_model_from_mycopod_toml_and_refuse_a_bad_name
         schema["properties"]["documents"]["items"]["properties"]["kind"]["enum"],
         serde_json::json!(["Guest"])
     );
+
+    // The same file named with --config from another working directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let toml = repo.path().join("mycopod.toml");
+    let output = mycopod(
+        elsewhere.path(),
+        &[],
+        &[
+            "translate",
+            "a pi-hole container",
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--config",
+            toml.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(sim.requests()[1].body["model"], "from-toml");
 }
