@@ -4,6 +4,7 @@
 
 pub mod git;
 pub mod github;
+pub mod llm;
 pub mod modbus;
 pub mod notify;
 pub mod proxmox;

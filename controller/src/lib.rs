@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod declarations;
 pub mod model;
 pub mod plan;
 pub mod policy;

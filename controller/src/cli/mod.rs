@@ -11,6 +11,7 @@ pub mod apply;
 pub mod plan;
 pub mod schema;
 pub mod store_cmds;
+pub mod translate;
 pub mod validate;
 
 /// mycopod: a declarative GitOps reconciliation controller for homelabs and small plants.
@@ -50,6 +51,9 @@ pub enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(store_cmds::AuditCommand),
+    /// Turn a request in plain words into declarations with the configured model (exit 0
+    /// translated, 1 the answers do not validate or the model failed, 2 usage or configuration).
+    Translate(translate::Args),
 }
 
 /// Exit code: success.
@@ -102,6 +106,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Plan(args) => plan::run(&config, &args).await,
             Command::Apply(args) => apply::run(&config, &args).await,
+            Command::Translate(args) => translate::run(&config, &args).await,
             Command::Migrate => store_cmds::migrate(&db).await,
             Command::User(cmd) => store_cmds::user(&db, cmd).await,
             Command::Audit(cmd) => store_cmds::audit(&db, cmd).await,
