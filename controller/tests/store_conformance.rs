@@ -975,6 +975,49 @@ async fn readings_should_be_stored_in_batches_and_queried(store: Store, _url: St
     assert_eq!(left[0].time, at(1000));
 }
 
+async fn reading_values_should_round_trip_exactly(store: Store, _url: String) {
+    // Sensor-range values must come back bit for bit. (SQLite parses the batch's JSON with
+    // its own float parser: values near the underflow limit, like 1e-300, may differ in the
+    // last bit there, and -0.0 reads back as 0.0; see ARCHITECTURE.md.)
+    let mut values = vec![
+        0.1,
+        123_456.789_012_345_67,
+        -2.5e17,
+        1.0 / 3.0,
+        1e-9,
+        6.02e23,
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..2000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mantissa = state & ((1 << 52) - 1);
+        let exponent = 1023 - 40 + (state >> 52) % 80; // about 1e-12 .. 1e12
+        let sign = (state >> 63) << 63;
+        values.push(f64::from_bits(sign | (exponent << 52) | mantissa));
+    }
+    let batch: Vec<Reading> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| reading("fm-1", "x", i as i64, *v))
+        .collect();
+    store.insert_readings(&batch).await.unwrap();
+    let got = store
+        .query_readings("fm-1", "x", at(0), at(10_000), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), values.len());
+    for (r, want) in got.iter().zip(&values) {
+        assert_eq!(r.value.to_bits(), want.to_bits(), "{} != {want}", r.value);
+    }
+    let err = store
+        .insert_readings(&[reading("fm-1", "x", 50_000, f64::NAN)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err}");
+}
+
 async fn one_alert_should_stay_open_per_rule_and_device(store: Store, _url: String) {
     let (alert, created) = store
         .open_alert(
@@ -1171,6 +1214,7 @@ on_both_backends!(
     advisory_leadership_should_have_one_holder_on_postgres,
     devices_should_go_offline_after_consecutive_failures,
     readings_should_be_stored_in_batches_and_queried,
+    reading_values_should_round_trip_exactly,
     one_alert_should_stay_open_per_rule_and_device,
     strings_that_look_like_sql_should_be_stored_verbatim,
     migrations_should_be_idempotent,
