@@ -371,6 +371,14 @@ async fn a_newer_run_should_supersede_only_waiting_runs_of_its_scope(store: Stor
         store.get_run(newest).await.unwrap().status,
         RunStatus::AwaitingApproval
     );
+    assert_eq!(
+        store.count_runs_by_status().await.unwrap(),
+        [
+            (RunStatus::Applying, 1),
+            (RunStatus::AwaitingApproval, 2),
+            (RunStatus::Superseded, 2)
+        ]
+    );
     let applying_runs = store.runs_in_status(RunStatus::Applying).await.unwrap();
     assert_eq!(applying_runs.len(), 1);
     assert_eq!(applying_runs[0].id, applying);
@@ -1132,6 +1140,28 @@ async fn one_alert_should_stay_open_per_rule_and_device(store: Store, _url: Stri
             .await
             .unwrap();
     }
+    // Only the newest attempt of a (alert, channel, event) counts; it succeeded.
+    assert!(store.due_deliveries(at(700), 10).await.unwrap().is_empty());
+    store
+        .record_delivery(
+            &NewDelivery {
+                alert_id: next.id,
+                channel: "ops".to_owned(),
+                event: "firing".to_owned(),
+                attempt: 1,
+                status: DeliveryStatus::Retrying,
+                response_code: Some(500),
+                error: None,
+                next_attempt_at: Some(at(650)),
+            },
+            at(640),
+        )
+        .await
+        .unwrap();
+    assert!(store.due_deliveries(at(649), 10).await.unwrap().is_empty());
+    let due = store.due_deliveries(at(650), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].alert_id, next.id);
     let deliveries = store.list_deliveries(alert.id).await.unwrap();
     let attempts: Vec<_> = deliveries.iter().map(|d| (d.attempt, d.status)).collect();
     assert_eq!(

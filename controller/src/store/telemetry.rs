@@ -411,6 +411,28 @@ impl Store {
         })
     }
 
+    /// Deliveries whose retry is due at `now`: the newest attempt of each (alert, channel,
+    /// event) when it is `retrying` with `next_attempt_at <= now`, earliest due first. Lets a
+    /// restarted notifier pick up retries it had scheduled.
+    pub async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Delivery>> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, Delivery>(
+                "SELECT id, alert_id, channel, event, attempt, status, response_code, error, \
+                 next_attempt_at, created_at FROM notification_deliveries d \
+                 WHERE status = 'retrying' AND next_attempt_at <= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM notification_deliveries n \
+                     WHERE n.alert_id = d.alert_id AND n.channel = d.channel \
+                     AND n.event = d.event AND n.id > d.id) \
+                 ORDER BY next_attempt_at, id LIMIT $2",
+            )
+            .bind(db_time(now))
+            .bind(i64::from(limit.clamp(1, 10_000)))
+            .fetch_all(pool)
+            .await
+            .map_err(db_err("list due deliveries"))
+        })
+    }
+
     /// The delivery attempts of an alert, oldest first.
     pub async fn list_deliveries(&self, alert_id: i64) -> Result<Vec<Delivery>> {
         on_pool!(self, pool => {
