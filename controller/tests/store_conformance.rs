@@ -859,7 +859,20 @@ async fn advisory_leadership_should_have_one_holder_on_postgres(store: Store, _u
     first.release().await.unwrap();
     let second = store.try_advisory_leadership(42).await.unwrap();
     assert!(second.is_some());
+    // A holder that dies without releasing (dropped connection) loses the lock as soon as
+    // the server sees the session end.
     drop(second);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if store.try_advisory_leadership(42).await.unwrap().is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lock still held 10 s after its holder's connection was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn devices_should_go_offline_after_consecutive_failures(store: Store, _url: String) {
