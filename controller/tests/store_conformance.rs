@@ -1032,6 +1032,17 @@ async fn reading_values_should_round_trip_exactly(store: Store, _url: String) {
     for (r, want) in got.iter().zip(&values) {
         assert_eq!(r.value.to_bits(), want.to_bits(), "{} != {want}", r.value);
     }
+    let odd = "we\"ird\\dev'ice \u{e9}";
+    store
+        .insert_readings(&[reading(odd, "r'); --", 1, 4.5)])
+        .await
+        .unwrap();
+    let latest = store.latest_readings(odd).await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(
+        (latest[0].register.as_str(), latest[0].value),
+        ("r'); --", 4.5)
+    );
     let err = store
         .insert_readings(&[reading("fm-1", "x", 50_000, f64::NAN)])
         .await

@@ -8,14 +8,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::AssertSqlSafe;
 
 use super::codec::{from_micros, to_micros};
 use super::telemetry::{LatestReading, Reading, ReadingBucket};
 use super::{Backend, Dialect, Result, Store, db_err, on_pool};
-
-/// Series upserted per SQLite statement (4 parameters each, far below SQLite's 32766).
-const SQLITE_SERIES_PER_STATEMENT: usize = 1000;
 
 /// The newest reading of each series in a batch, sorted by device and register.
 fn newest_per_series(readings: &[Reading]) -> Vec<(&str, &str, i64, f64)> {
@@ -36,29 +32,6 @@ fn newest_per_series(readings: &[Reading]) -> Vec<(&str, &str, i64, f64)> {
     out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     out
 }
-
-/// Multi-row upsert of `rows` series with their newest reading (SQLite). The latest value
-/// only moves forward in time; every row is returned so the caller learns all ids.
-fn sqlite_upsert_series_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(300 + rows * 20);
-    sql.push_str("INSERT INTO series (device, register, latest_ts, latest_value) VALUES ");
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        let b = i * 4;
-        sql.push_str(&format!("(${},${},${},${})", b + 1, b + 2, b + 3, b + 4));
-    }
-    sql.push_str(UPSERT_SERIES_TAIL);
-    sql
-}
-
-const UPSERT_SERIES_TAIL: &str = " ON CONFLICT (device, register) DO UPDATE SET \
-     latest_value = CASE WHEN series.latest_ts IS NULL OR excluded.latest_ts >= series.latest_ts \
-         THEN excluded.latest_value ELSE series.latest_value END, \
-     latest_ts = CASE WHEN series.latest_ts IS NULL OR excluded.latest_ts >= series.latest_ts \
-         THEN excluded.latest_ts ELSE series.latest_ts END \
-     RETURNING id, device, register";
 
 /// The readings of a batch as a JSON array of `[series_id, ts, value]`, which SQLite unpacks
 /// with `json_each` in one statement (one bound parameter instead of three per row).
@@ -95,8 +68,8 @@ fn readings_json(readings: &[Reading], ids: &HashMap<(String, String), i64>) -> 
 
 impl Store {
     /// Stores a batch of readings in one transaction and moves each series' latest value
-    /// forward. SQLite: a multi-row upsert of the batch's series, then one `json_each` insert
-    /// of all readings; PostgreSQL: the same with `UNNEST` arrays. A reading whose (device,
+    /// forward. SQLite: one `json_each` upsert of the batch's series, then one `json_each`
+    /// insert of all readings; PostgreSQL: the same with `UNNEST` arrays. A reading whose (device,
     /// register, time) is already stored is ignored; a non-finite value is refused. Returns
     /// how many readings were new.
     pub async fn insert_readings(&self, readings: &[Reading]) -> Result<u64> {
@@ -119,26 +92,33 @@ impl Store {
                     .begin_write()
                     .await
                     .map_err(db_err("begin insert readings"))?;
-                let mut ids = HashMap::with_capacity(newest.len());
-                for chunk in newest.chunks(SQLITE_SERIES_PER_STATEMENT) {
-                    let mut q = sqlx::query_as::<_, (i64, String, String)>(AssertSqlSafe(
-                        sqlite_upsert_series_sql(chunk.len()),
-                    ));
-                    for (device, register, ts, value) in chunk {
-                        q = q
-                            .bind(device.to_string())
-                            .bind(register.to_string())
-                            .bind(*ts)
-                            .bind(*value);
+                let series_json = serde_json::to_string(&newest).map_err(|e| {
+                    super::StoreError::InvalidInput {
+                        what: "reading",
+                        message: e.to_string(),
                     }
-                    for (id, device, register) in q
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(db_err("upsert reading series"))?
-                    {
-                        ids.insert((device, register), id);
-                    }
-                }
+                })?;
+                let ids: HashMap<(String, String), i64> =
+                    sqlx::query_as::<_, (i64, String, String)>(concat!(
+                        "INSERT INTO series (device, register, latest_ts, latest_value) \
+                         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 \
+                         FROM json_each($1) WHERE TRUE",
+                        " ON CONFLICT (device, register) DO UPDATE SET \
+                         latest_value = CASE WHEN series.latest_ts IS NULL \
+                             OR excluded.latest_ts >= series.latest_ts \
+                             THEN excluded.latest_value ELSE series.latest_value END, \
+                         latest_ts = CASE WHEN series.latest_ts IS NULL \
+                             OR excluded.latest_ts >= series.latest_ts \
+                             THEN excluded.latest_ts ELSE series.latest_ts END \
+                         RETURNING id, device, register"
+                    ))
+                    .bind(series_json)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err("upsert reading series"))?
+                    .into_iter()
+                    .map(|(id, d, r)| ((d, r), id))
+                    .collect();
                 let json = readings_json(readings, &ids)?;
                 let inserted = sqlx::query(
                     "INSERT INTO readings (series_id, ts, value) \
@@ -351,15 +331,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sqlite_upsert_series_sql_should_number_four_placeholders_per_row() {
-        let sql = sqlite_upsert_series_sql(2);
-        assert!(sql.starts_with(
-            "INSERT INTO series (device, register, latest_ts, latest_value) VALUES \
-             ($1,$2,$3,$4),($5,$6,$7,$8) ON CONFLICT"
-        ));
-    }
 
     #[test]
     fn newest_per_series_should_keep_the_latest_time_of_each_register() {
