@@ -371,6 +371,14 @@ async fn a_newer_run_should_supersede_only_waiting_runs_of_its_scope(store: Stor
         store.get_run(newest).await.unwrap().status,
         RunStatus::AwaitingApproval
     );
+    assert_eq!(
+        store.count_runs_by_status().await.unwrap(),
+        [
+            (RunStatus::Applying, 1),
+            (RunStatus::AwaitingApproval, 2),
+            (RunStatus::Superseded, 2)
+        ]
+    );
     let applying_runs = store.runs_in_status(RunStatus::Applying).await.unwrap();
     assert_eq!(applying_runs.len(), 1);
     assert_eq!(applying_runs[0].id, applying);
@@ -851,7 +859,20 @@ async fn advisory_leadership_should_have_one_holder_on_postgres(store: Store, _u
     first.release().await.unwrap();
     let second = store.try_advisory_leadership(42).await.unwrap();
     assert!(second.is_some());
+    // A holder that dies without releasing (dropped connection) loses the lock as soon as
+    // the server sees the session end.
     drop(second);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if store.try_advisory_leadership(42).await.unwrap().is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lock still held 10 s after its holder's connection was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn devices_should_go_offline_after_consecutive_failures(store: Store, _url: String) {
@@ -975,6 +996,60 @@ async fn readings_should_be_stored_in_batches_and_queried(store: Store, _url: St
     assert_eq!(left[0].time, at(1000));
 }
 
+async fn reading_values_should_round_trip_exactly(store: Store, _url: String) {
+    // Sensor-range values must come back bit for bit. (SQLite parses the batch's JSON with
+    // its own float parser: values near the underflow limit, like 1e-300, may differ in the
+    // last bit there, and -0.0 reads back as 0.0; see ARCHITECTURE.md.)
+    let mut values = vec![
+        0.1,
+        123_456.789_012_345_67,
+        -2.5e17,
+        1.0 / 3.0,
+        1e-9,
+        6.02e23,
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..2000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mantissa = state & ((1 << 52) - 1);
+        let exponent = 1023 - 40 + (state >> 52) % 80; // about 1e-12 .. 1e12
+        let sign = (state >> 63) << 63;
+        values.push(f64::from_bits(sign | (exponent << 52) | mantissa));
+    }
+    let batch: Vec<Reading> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| reading("fm-1", "x", i as i64, *v))
+        .collect();
+    store.insert_readings(&batch).await.unwrap();
+    let got = store
+        .query_readings("fm-1", "x", at(0), at(10_000), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), values.len());
+    for (r, want) in got.iter().zip(&values) {
+        assert_eq!(r.value.to_bits(), want.to_bits(), "{} != {want}", r.value);
+    }
+    let odd = "we\"ird\\dev'ice \u{e9}";
+    store
+        .insert_readings(&[reading(odd, "r'); --", 1, 4.5)])
+        .await
+        .unwrap();
+    let latest = store.latest_readings(odd).await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(
+        (latest[0].register.as_str(), latest[0].value),
+        ("r'); --", 4.5)
+    );
+    let err = store
+        .insert_readings(&[reading("fm-1", "x", 50_000, f64::NAN)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err}");
+}
+
 async fn one_alert_should_stay_open_per_rule_and_device(store: Store, _url: String) {
     let (alert, created) = store
         .open_alert(
@@ -1089,6 +1164,28 @@ async fn one_alert_should_stay_open_per_rule_and_device(store: Store, _url: Stri
             .await
             .unwrap();
     }
+    // Only the newest attempt of a (alert, channel, event) counts; it succeeded.
+    assert!(store.due_deliveries(at(700), 10).await.unwrap().is_empty());
+    store
+        .record_delivery(
+            &NewDelivery {
+                alert_id: next.id,
+                channel: "ops".to_owned(),
+                event: "firing".to_owned(),
+                attempt: 1,
+                status: DeliveryStatus::Retrying,
+                response_code: Some(500),
+                error: None,
+                next_attempt_at: Some(at(650)),
+            },
+            at(640),
+        )
+        .await
+        .unwrap();
+    assert!(store.due_deliveries(at(649), 10).await.unwrap().is_empty());
+    let due = store.due_deliveries(at(650), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].alert_id, next.id);
     let deliveries = store.list_deliveries(alert.id).await.unwrap();
     let attempts: Vec<_> = deliveries.iter().map(|d| (d.attempt, d.status)).collect();
     assert_eq!(
@@ -1171,6 +1268,7 @@ on_both_backends!(
     advisory_leadership_should_have_one_holder_on_postgres,
     devices_should_go_offline_after_consecutive_failures,
     readings_should_be_stored_in_batches_and_queried,
+    reading_values_should_round_trip_exactly,
     one_alert_should_stay_open_per_rule_and_device,
     strings_that_look_like_sql_should_be_stored_verbatim,
     migrations_should_be_idempotent,

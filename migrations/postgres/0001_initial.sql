@@ -139,22 +139,23 @@ CREATE TABLE devices (
     updated_at            TIMESTAMPTZ    NOT NULL
 );
 
--- The clustered primary key serves range queries of one series without a second index.
-CREATE TABLE readings (
-    device    TEXT    NOT NULL,
-    register  TEXT    NOT NULL,
-    ts        BIGINT NOT NULL,
-    value     DOUBLE PRECISION    NOT NULL,
-    PRIMARY KEY (device, register, ts)
+-- One row per (device, register) series, carrying its newest reading, upserted with every
+-- batch; readings refer to it by a small integer key.
+CREATE TABLE series (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    device        TEXT    NOT NULL,
+    register      TEXT    NOT NULL,
+    latest_ts     BIGINT,
+    latest_value  DOUBLE PRECISION,
+    UNIQUE (device, register)
 );
 
--- The newest reading of each series, upserted with every batch.
-CREATE TABLE latest_readings (
-    device    TEXT    NOT NULL,
-    register  TEXT    NOT NULL,
-    ts        BIGINT NOT NULL,
-    value     DOUBLE PRECISION    NOT NULL,
-    PRIMARY KEY (device, register)
+-- The primary key index serves range queries of one series.
+CREATE TABLE readings (
+    series_id  BIGINT           NOT NULL,
+    ts         BIGINT           NOT NULL,
+    value      DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (series_id, ts)
 );
 
 CREATE TABLE alerts (

@@ -139,22 +139,23 @@ CREATE TABLE devices (
     updated_at            TEXT    NOT NULL
 );
 
+-- One row per (device, register) series, carrying its newest reading, upserted with every
+-- batch; readings refer to it by a small integer key.
+CREATE TABLE series (
+    id            INTEGER PRIMARY KEY,
+    device        TEXT    NOT NULL,
+    register      TEXT    NOT NULL,
+    latest_ts     INTEGER,
+    latest_value  REAL,
+    UNIQUE (device, register)
+);
+
 -- The clustered primary key serves range queries of one series without a second index.
 CREATE TABLE readings (
-    device    TEXT    NOT NULL,
-    register  TEXT    NOT NULL,
-    ts        INTEGER NOT NULL,
-    value     REAL    NOT NULL,
-    PRIMARY KEY (device, register, ts)
-) WITHOUT ROWID;
-
--- The newest reading of each series, upserted with every batch.
-CREATE TABLE latest_readings (
-    device    TEXT    NOT NULL,
-    register  TEXT    NOT NULL,
-    ts        INTEGER NOT NULL,
-    value     REAL    NOT NULL,
-    PRIMARY KEY (device, register)
+    series_id  INTEGER NOT NULL,
+    ts         INTEGER NOT NULL,
+    value      REAL    NOT NULL,
+    PRIMARY KEY (series_id, ts)
 ) WITHOUT ROWID;
 
 CREATE TABLE alerts (

@@ -396,6 +396,18 @@ impl Store {
         Ok(RunPage { runs, next_cursor })
     }
 
+    /// How many runs are in each state (for metrics); states without runs are omitted.
+    pub async fn count_runs_by_status(&self) -> Result<Vec<(RunStatus, i64)>> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, (RunStatus, i64)>(
+                "SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(db_err("count runs by status"))
+        })
+    }
+
     /// Runs currently in `status`, oldest first (e.g. `applying` after a restart).
     pub async fn runs_in_status(&self, status: RunStatus) -> Result<Vec<RunSummary>> {
         on_pool!(self, pool => {

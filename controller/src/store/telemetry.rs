@@ -1,23 +1,13 @@
-//! Telemetry storage: devices and their online state, readings (batched inserts, range
-//! queries, the latest value per register, bucketed summaries computed in SQL, retention in
-//! small batches), alerts (one open alert per rule and device) and notification deliveries.
-//! Reading times are stored as integer microseconds since the Unix epoch on both backends.
+//! Telemetry storage: devices and their online state, the reading types (their SQL is in
+//! `readings.rs`), alerts (one open alert per rule and device) and notification deliveries.
 //! This module does not evaluate rules or decide when a device is offline beyond counting.
-
-use std::collections::HashMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::AssertSqlSafe;
 
-use super::codec::{db_time, from_micros, to_micros};
-use super::{Backend, Dialect, Result, Store, StoreError, db_err, on_pool};
+use super::codec::db_time;
+use super::{Result, Store, StoreError, db_err, on_pool};
 use crate::model::{AlertState, DeliveryStatus};
-
-/// SQLite allows 32766 bound parameters per statement; 4 per reading gives 8191 rows. A
-/// smaller chunk keeps statements cache-friendly and is as fast.
-const SQLITE_ROWS_PER_INSERT: usize = 1000;
 
 /// One reading of one register.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -157,44 +147,6 @@ macro_rules! alert_columns {
     };
 }
 
-/// The newest reading of each series in a batch.
-fn newest_per_series(readings: &[Reading]) -> Vec<(&str, &str, i64, f64)> {
-    let mut newest: HashMap<(&str, &str), (i64, f64)> = HashMap::new();
-    for r in readings {
-        let ts = to_micros(r.time);
-        let slot = newest
-            .entry((r.device.as_str(), r.register.as_str()))
-            .or_insert((ts, r.value));
-        if ts >= slot.0 {
-            *slot = (ts, r.value);
-        }
-    }
-    let mut out: Vec<_> = newest
-        .into_iter()
-        .map(|((d, reg), (ts, v))| (d, reg, ts, v))
-        .collect();
-    out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    out
-}
-
-fn sqlite_insert_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(80 + rows * 18);
-    sql.push_str("INSERT INTO readings (device, register, ts, value) VALUES ");
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        let b = i * 4;
-        sql.push_str(&format!("(${},${},${},${})", b + 1, b + 2, b + 3, b + 4));
-    }
-    sql.push_str(" ON CONFLICT DO NOTHING");
-    sql
-}
-
-const UPSERT_LATEST: &str = "INSERT INTO latest_readings (device, register, ts, value) \
-     VALUES ($1, $2, $3, $4) ON CONFLICT (device, register) DO UPDATE \
-     SET ts = excluded.ts, value = excluded.value WHERE excluded.ts >= latest_readings.ts";
-
 impl Store {
     /// Registers a device (or touches it) without changing its state.
     pub async fn ensure_device(&self, name: &str, now: DateTime<Utc>) -> Result<()> {
@@ -286,235 +238,6 @@ impl Store {
             .map_err(db_err("get device"))?
             .ok_or_else(|| StoreError::not_found("device", name))
         })
-    }
-
-    /// Stores a batch of readings in one transaction with multi-row inserts (SQLite) or one
-    /// `UNNEST` insert (PostgreSQL), and updates the latest value of every series in it.
-    /// A reading whose (device, register, time) is already stored is ignored. Returns how
-    /// many readings were new.
-    pub async fn insert_readings(&self, readings: &[Reading]) -> Result<u64> {
-        if readings.is_empty() {
-            return Ok(0);
-        }
-        let newest = newest_per_series(readings);
-        let inserted = match self.backend() {
-            Backend::Sqlite(pool) => {
-                let mut tx = pool
-                    .begin_write()
-                    .await
-                    .map_err(db_err("begin insert readings"))?;
-                let full_sql = sqlite_insert_sql(SQLITE_ROWS_PER_INSERT);
-                let mut inserted = 0;
-                for chunk in readings.chunks(SQLITE_ROWS_PER_INSERT) {
-                    let sql = if chunk.len() == SQLITE_ROWS_PER_INSERT {
-                        full_sql.clone()
-                    } else {
-                        sqlite_insert_sql(chunk.len())
-                    };
-                    let mut q = sqlx::query(AssertSqlSafe(sql));
-                    for r in chunk {
-                        q = q
-                            .bind(r.device.clone())
-                            .bind(r.register.clone())
-                            .bind(to_micros(r.time))
-                            .bind(r.value);
-                    }
-                    inserted += q
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err("insert readings"))?
-                        .rows_affected();
-                }
-                for (device, register, ts, value) in &newest {
-                    sqlx::query(UPSERT_LATEST)
-                        .bind(*device)
-                        .bind(*register)
-                        .bind(*ts)
-                        .bind(*value)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err("update latest readings"))?;
-                }
-                tx.commit().await.map_err(db_err("commit readings"))?;
-                inserted
-            }
-            Backend::Postgres(pool) => {
-                let mut tx = pool
-                    .begin()
-                    .await
-                    .map_err(db_err("begin insert readings"))?;
-                let devices: Vec<&str> = readings.iter().map(|r| r.device.as_str()).collect();
-                let registers: Vec<&str> = readings.iter().map(|r| r.register.as_str()).collect();
-                let times: Vec<i64> = readings.iter().map(|r| to_micros(r.time)).collect();
-                let values: Vec<f64> = readings.iter().map(|r| r.value).collect();
-                let inserted = sqlx::query(
-                    "INSERT INTO readings (device, register, ts, value) \
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::float8[]) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&devices)
-                .bind(&registers)
-                .bind(&times)
-                .bind(&values)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err("insert readings"))?
-                .rows_affected();
-                let devices: Vec<&str> = newest.iter().map(|n| n.0).collect();
-                let registers: Vec<&str> = newest.iter().map(|n| n.1).collect();
-                let times: Vec<i64> = newest.iter().map(|n| n.2).collect();
-                let values: Vec<f64> = newest.iter().map(|n| n.3).collect();
-                sqlx::query(
-                    "INSERT INTO latest_readings (device, register, ts, value) \
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::float8[]) \
-                     ON CONFLICT (device, register) DO UPDATE \
-                     SET ts = excluded.ts, value = excluded.value \
-                     WHERE excluded.ts >= latest_readings.ts",
-                )
-                .bind(&devices)
-                .bind(&registers)
-                .bind(&times)
-                .bind(&values)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err("update latest readings"))?;
-                tx.commit().await.map_err(db_err("commit readings"))?;
-                inserted
-            }
-        };
-        Ok(inserted)
-    }
-
-    /// Readings of one register in `[from, to)`, oldest first, at most `limit`.
-    pub async fn query_readings(
-        &self,
-        device: &str,
-        register: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<Reading>> {
-        let rows: Vec<(i64, f64)> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT ts, value FROM readings WHERE device = $1 AND register = $2 \
-                 AND ts >= $3 AND ts < $4 ORDER BY ts LIMIT $5",
-            )
-            .bind(device)
-            .bind(register)
-            .bind(to_micros(from))
-            .bind(to_micros(to))
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await
-            .map_err(db_err("query readings"))?
-        });
-        Ok(rows
-            .into_iter()
-            .map(|(ts, value)| Reading {
-                device: device.to_owned(),
-                register: register.to_owned(),
-                time: from_micros(ts),
-                value,
-            })
-            .collect())
-    }
-
-    /// The latest value of every register of one device, by register name.
-    pub async fn latest_readings(&self, device: &str) -> Result<Vec<LatestReading>> {
-        let rows: Vec<(String, i64, f64)> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT register, ts, value FROM latest_readings WHERE device = $1 \
-                 ORDER BY register",
-            )
-            .bind(device)
-            .fetch_all(pool)
-            .await
-            .map_err(db_err("latest readings"))?
-        });
-        Ok(rows
-            .into_iter()
-            .map(|(register, ts, value)| LatestReading {
-                register,
-                time: from_micros(ts),
-                value,
-            })
-            .collect())
-    }
-
-    /// Min, max, average and count per `bucket` of one register in `[from, to)`, computed in
-    /// the database. Buckets are aligned to the Unix epoch; empty buckets are omitted.
-    pub async fn summarize_readings(
-        &self,
-        device: &str,
-        register: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        bucket: Duration,
-    ) -> Result<Vec<ReadingBucket>> {
-        let bucket_us = i64::try_from(bucket.as_micros()).unwrap_or(i64::MAX).max(1);
-        let rows: Vec<(i64, f64, f64, f64, i64)> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT (ts / $5) * $5 AS bucket, MIN(value), MAX(value), AVG(value), COUNT(*) \
-                 FROM readings WHERE device = $1 AND register = $2 AND ts >= $3 AND ts < $4 \
-                 GROUP BY bucket ORDER BY bucket",
-            )
-            .bind(device)
-            .bind(register)
-            .bind(to_micros(from))
-            .bind(to_micros(to))
-            .bind(bucket_us)
-            .fetch_all(pool)
-            .await
-            .map_err(db_err("summarize readings"))?
-        });
-        Ok(rows
-            .into_iter()
-            .map(|(start, min, max, avg, count)| ReadingBucket {
-                start: from_micros(start),
-                min,
-                max,
-                avg,
-                count,
-            })
-            .collect())
-    }
-
-    /// Deletes up to `batch` readings older than `cutoff`, series by series through the
-    /// primary key, so each statement is short and never scans the table. Returns how many
-    /// were deleted; call again until it returns 0.
-    pub async fn delete_readings_before(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64> {
-        let cutoff = to_micros(cutoff);
-        let series: Vec<(String, String)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT device, register FROM latest_readings ORDER BY device, register")
-                .fetch_all(pool)
-                .await
-                .map_err(db_err("list reading series"))?
-        });
-        let mut left = u64::from(batch);
-        let mut deleted = 0;
-        for (device, register) in series {
-            if left == 0 {
-                break;
-            }
-            let n = on_pool!(self, pool => {
-                sqlx::query(
-                    "DELETE FROM readings WHERE device = $1 AND register = $2 AND ts IN \
-                     (SELECT ts FROM readings WHERE device = $1 AND register = $2 AND ts < $3 \
-                     ORDER BY ts LIMIT $4)",
-                )
-                .bind(&device)
-                .bind(&register)
-                .bind(cutoff)
-                .bind(i64::try_from(left).unwrap_or(i64::MAX))
-                .execute(pool)
-                .await
-                .map_err(db_err("delete old readings"))?
-                .rows_affected()
-            });
-            deleted += n;
-            left = left.saturating_sub(n);
-        }
-        Ok(deleted)
     }
 
     /// Opens an alert for `rule` on `device` unless one is already open (pending or firing);
@@ -688,6 +411,28 @@ impl Store {
         })
     }
 
+    /// Deliveries whose retry is due at `now`: the newest attempt of each (alert, channel,
+    /// event) when it is `retrying` with `next_attempt_at <= now`, earliest due first. Lets a
+    /// restarted notifier pick up retries it had scheduled.
+    pub async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Delivery>> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, Delivery>(
+                "SELECT id, alert_id, channel, event, attempt, status, response_code, error, \
+                 next_attempt_at, created_at FROM notification_deliveries d \
+                 WHERE status = 'retrying' AND next_attempt_at <= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM notification_deliveries n \
+                     WHERE n.alert_id = d.alert_id AND n.channel = d.channel \
+                     AND n.event = d.event AND n.id > d.id) \
+                 ORDER BY next_attempt_at, id LIMIT $2",
+            )
+            .bind(db_time(now))
+            .bind(i64::from(limit.clamp(1, 10_000)))
+            .fetch_all(pool)
+            .await
+            .map_err(db_err("list due deliveries"))
+        })
+    }
+
     /// The delivery attempts of an alert, oldest first.
     pub async fn list_deliveries(&self, alert_id: i64) -> Result<Vec<Delivery>> {
         on_pool!(self, pool => {
@@ -701,41 +446,5 @@ impl Store {
             .await
             .map_err(db_err("list deliveries"))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlite_insert_sql_should_number_four_placeholders_per_row() {
-        assert_eq!(
-            sqlite_insert_sql(2),
-            "INSERT INTO readings (device, register, ts, value) VALUES \
-             ($1,$2,$3,$4),($5,$6,$7,$8) ON CONFLICT DO NOTHING"
-        );
-    }
-
-    #[test]
-    fn newest_per_series_should_keep_the_latest_time_of_each_register() {
-        let t = |s| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
-        let r = |reg: &str, s, v| Reading {
-            device: "fm-1".into(),
-            register: reg.into(),
-            time: t(s),
-            value: v,
-        };
-        let batch = [
-            r("a", 2, 2.0),
-            r("a", 3, 3.0),
-            r("a", 1, 1.0),
-            r("b", 5, 5.0),
-        ];
-        let newest = newest_per_series(&batch);
-        assert_eq!(
-            newest,
-            vec![("fm-1", "a", 3_000_000, 3.0), ("fm-1", "b", 5_000_000, 5.0)]
-        );
     }
 }
