@@ -259,21 +259,6 @@ pub fn spec_kind(kind: crate::plan::ResourceKind) -> Kind {
     }
 }
 
-/// The policy verb of a planned verb.
-pub fn spec_verb(verb: crate::plan::Verb) -> Verb {
-    use crate::plan::Verb as V;
-    match verb {
-        V::Create => Verb::Create,
-        V::Update => Verb::Update,
-        V::Start => Verb::Start,
-        V::Stop => Verb::Stop,
-        V::Delete => Verb::Delete,
-        V::Write => Verb::Write,
-        V::Upsert => Verb::Upsert,
-        V::Remove => Verb::Remove,
-    }
-}
-
 /// What each action of `plan` needs under the policies `desired` declares, in plan order.
 /// An undeclared resource (a guest being pruned) has no labels.
 pub fn requirements_for_plan(
@@ -328,7 +313,7 @@ pub fn requirements_for_plan(
                     kind: spec_kind(action.resource.kind),
                     name,
                     labels,
-                    verb: spec_verb(action.verb),
+                    verb: action.verb,
                 },
             )
         })

@@ -7,32 +7,24 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::proxmox::sim::SimStatus;
-use support::{Rig, within};
+use support::{Rig, run_mycopod, within};
 
 fn apply(dir: &Path, extra: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mycopod"))
-        .arg("apply")
-        .arg("--repo")
-        .arg(dir.join("repo"))
-        .args(extra)
-        .current_dir(dir)
-        .env("PVE_TOKEN", "tok-secret")
-        .env("USER", "olivia")
-        .env(
-            "MYCOPOD_DATABASE_URL",
-            format!("sqlite://{}/m.db", dir.display()),
-        )
-        .env_remove("MYCOPOD_CONFIG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    let repo = dir.join("repo");
+    let db = format!("sqlite://{}/m.db", dir.display());
+    let mut args = vec!["apply", "--repo", repo.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run_mycopod(
+        dir,
+        &args,
+        &[
+            ("PVE_TOKEN", Some("tok-secret")),
+            ("USER", Some("olivia")),
+            ("MYCOPOD_DATABASE_URL", Some(&db)),
+        ],
     )
 }
 

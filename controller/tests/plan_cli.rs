@@ -4,13 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
+
+mod support;
 
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::modbus::sim::{SimDevice, Simulator};
 use mycopod_adapters::modbus::translate::device_def;
 use mycopod_adapters::proxmox::sim::{SimConfig, SimHandle};
+use support::run_mycopod;
 
 fn declarations(pve: &str, modbus_port: u16) -> String {
     format!(
@@ -68,24 +70,16 @@ async fn modbus_sim(yaml: &str) -> Simulator {
 }
 
 fn run_plan(dir: &Path, extra: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mycopod"))
-        .arg("plan")
-        .arg("--repo")
-        .arg(dir)
-        .args(extra)
-        .current_dir(dir)
-        .env("MYCOPOD_TEST_PVE_TOKEN", "tok-secret")
-        .env(
-            "MYCOPOD_DATABASE_URL",
-            format!("sqlite://{}/absent.db", dir.display()),
-        )
-        .env_remove("MYCOPOD_CONFIG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    let db = format!("sqlite://{}/absent.db", dir.display());
+    let mut args = vec!["plan", "--repo", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run_mycopod(
+        dir,
+        &args,
+        &[
+            ("MYCOPOD_TEST_PVE_TOKEN", Some("tok-secret")),
+            ("MYCOPOD_DATABASE_URL", Some(&db)),
+        ],
     )
 }
 
@@ -179,21 +173,14 @@ async fn a_cluster_whose_secret_is_missing_should_be_reported_and_left_alone() {
     .unwrap();
     let path = dir.path().to_owned();
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_mycopod"))
-            .args(["plan", "--repo"])
-            .arg(&path)
-            .current_dir(&path)
-            .env_remove("MYCOPOD_TEST_PVE_TOKEN")
-            .env(
-                "MYCOPOD_DATABASE_URL",
-                format!("sqlite://{}/absent.db", path.display()),
-            )
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        let db = format!("sqlite://{}/absent.db", path.display());
+        run_mycopod(
+            &path,
+            &["plan", "--repo", path.to_str().unwrap()],
+            &[
+                ("MYCOPOD_TEST_PVE_TOKEN", None),
+                ("MYCOPOD_DATABASE_URL", Some(&db)),
+            ],
         )
     })
     .await

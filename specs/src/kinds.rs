@@ -922,6 +922,45 @@ pub enum Verb {
     Remove,
 }
 
+impl Verb {
+    /// Every verb, in the order DESIGN.md lists them.
+    pub const ALL: [Verb; 8] = [
+        Verb::Create,
+        Verb::Update,
+        Verb::Start,
+        Verb::Stop,
+        Verb::Delete,
+        Verb::Write,
+        Verb::Upsert,
+        Verb::Remove,
+    ];
+
+    /// The verb as written in keys, policies and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Start => "start",
+            Verb::Stop => "stop",
+            Verb::Delete => "delete",
+            Verb::Write => "write",
+            Verb::Upsert => "upsert",
+            Verb::Remove => "remove",
+        }
+    }
+
+    /// Parses a verb as written in policies and keys.
+    pub fn parse(text: &str) -> Option<Verb> {
+        Verb::ALL.into_iter().find(|verb| verb.as_str() == text)
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Operator roles.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,

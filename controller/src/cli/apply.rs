@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 
-use super::plan::{approvals_summary, describe_note, read_source};
+use super::plan::{Target, approvals_summary, describe_note, load_declarations};
 use crate::config::Config;
 use crate::model::{ActionStatus, Decision, RunStatus, Trigger};
 use crate::plan::Options;
@@ -47,33 +47,10 @@ fn local_user() -> String {
 
 /// Runs `mycopod apply`.
 pub async fn run(config: &Config, args: &Args) -> ExitCode {
-    let repo = args
-        .repo
-        .clone()
-        .or_else(|| config.repo.clone())
-        .unwrap_or_else(|| ".".to_owned());
-    let git_ref = args
-        .git_ref
-        .clone()
-        .unwrap_or_else(|| config.git_ref.clone());
-    let path = args.path.clone().unwrap_or_else(|| config.path.clone());
-    let source = match read_source(config, &repo, &git_ref, &path).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: read declarations from {repo}: {e}");
-            return ExitCode::from(super::EXIT_USAGE);
-        }
-    };
-    let desired = match mycopod_specs::check(&source.loaded) {
-        Ok(c) => c.desired,
-        Err(findings) => {
-            eprint!(
-                "{}",
-                mycopod_specs::render::render_human(&findings, &source.loaded)
-            );
-            eprintln!("error: the declarations do not validate; nothing was applied");
-            return ExitCode::from(super::EXIT_FINDINGS);
-        }
+    let target = Target::new(config, &args.repo, &args.git_ref, &args.path);
+    let (source, desired) = match load_declarations(config, &target, "nothing was applied").await {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let store = match Store::connect(&config.database_url).await {
         Ok(s) => s,
@@ -88,7 +65,7 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
     }
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let world = LiveWorld::new(&desired, &env);
-    let mut settings = RunSettings::new(format!("{repo}@{git_ref}"));
+    let mut settings = RunSettings::new(format!("{}@{}", target.repo, target.git_ref));
     settings.options = Options {
         prune: args.prune || config.prune,
     };

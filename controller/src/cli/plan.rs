@@ -133,38 +133,75 @@ pub fn approvals_summary(desired: &DesiredState, planned: &Planned) -> (Vec<Stri
     (lines, run_requirement(&requirements).approvals)
 }
 
-/// Runs `mycopod plan`.
-pub async fn run(config: &Config, args: &Args) -> ExitCode {
-    let repo = args
-        .repo
-        .clone()
-        .or_else(|| config.repo.clone())
-        .unwrap_or_else(|| ".".to_owned());
-    let git_ref = args
-        .git_ref
-        .clone()
-        .unwrap_or_else(|| config.git_ref.clone());
-    let path = args.path.clone().unwrap_or_else(|| config.path.clone());
+/// Where the declarations come from: flags over the configuration, the current folder last.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// A local folder or a Git URL.
+    pub repo: String,
+    /// Branch, tag or commit of a Git URL.
+    pub git_ref: String,
+    /// Sub-folder of the repository.
+    pub path: String,
+}
 
-    let source = match read_source(config, &repo, &git_ref, &path).await {
+impl Target {
+    /// The target from flags, falling back to the configuration.
+    pub fn new(
+        config: &Config,
+        repo: &Option<String>,
+        git_ref: &Option<String>,
+        path: &Option<String>,
+    ) -> Target {
+        Target {
+            repo: repo
+                .clone()
+                .or_else(|| config.repo.clone())
+                .unwrap_or_else(|| ".".to_owned()),
+            git_ref: git_ref.clone().unwrap_or_else(|| config.git_ref.clone()),
+            path: path.clone().unwrap_or_else(|| config.path.clone()),
+        }
+    }
+}
+
+/// Reads and checks the declarations of `target`. On failure the findings (or the read
+/// error) are printed with `consequence` and the exit code to return is given back.
+pub async fn load_declarations(
+    config: &Config,
+    target: &Target,
+    consequence: &str,
+) -> Result<(Source, DesiredState), ExitCode> {
+    let source = match read_source(config, &target.repo, &target.git_ref, &target.path).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: read declarations from {repo}: {e}");
-            return ExitCode::from(super::EXIT_USAGE);
+            eprintln!("error: read declarations from {}: {e}", target.repo);
+            return Err(ExitCode::from(super::EXIT_USAGE));
         }
     };
-    let checked = match mycopod_specs::check(&source.loaded) {
-        Ok(c) => c,
+    match mycopod_specs::check(&source.loaded) {
+        Ok(checked) => Ok((source, checked.desired)),
         Err(findings) => {
             eprint!(
                 "{}",
                 mycopod_specs::render::render_human(&findings, &source.loaded)
             );
-            eprintln!("error: the declarations do not validate; nothing was planned");
-            return ExitCode::from(super::EXIT_FINDINGS);
+            eprintln!("error: the declarations do not validate; {consequence}");
+            Err(ExitCode::from(super::EXIT_FINDINGS))
         }
+    }
+}
+
+/// Runs `mycopod plan`.
+pub async fn run(config: &Config, args: &Args) -> ExitCode {
+    let (source, desired) = match load_declarations(
+        config,
+        &Target::new(config, &args.repo, &args.git_ref, &args.path),
+        "nothing was planned",
+    )
+    .await
+    {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
-    let desired = checked.desired;
 
     let store = match open_store_if_present(&config.database_url).await {
         Ok(s) => s,

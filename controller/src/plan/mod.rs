@@ -20,6 +20,7 @@ pub use devices::value_json;
 pub use guests::impact_of;
 pub use model::{
     Action, FieldChange, Impact, Plan, PlanHash, ResourceKind, ResourceRef, Verb, action_key,
+    marker,
 };
 pub use observed::{Observed, ObservedCluster, ObservedDevice, ObservedGuest, StoredConfig};
 

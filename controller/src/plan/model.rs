@@ -52,73 +52,15 @@ impl std::fmt::Display for ResourceKind {
     }
 }
 
-/// What an action does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verb {
-    /// Create a Proxmox guest.
-    Create,
-    /// Change a Proxmox guest's configuration.
-    Update,
-    /// Power a guest on.
-    Start,
-    /// Power a guest off.
-    Stop,
-    /// Destroy a guest (only managed ones, only with pruning on).
-    Delete,
-    /// Write a Modbus setpoint.
-    Write,
-    /// Insert or replace database-held configuration.
-    Upsert,
-    /// Remove database-held configuration.
-    Remove,
-}
+/// What an action does: the verbs of DESIGN.md, shared with handshake policies.
+pub use mycopod_specs::kinds::Verb;
 
-impl Verb {
-    /// Every verb, in the order DESIGN.md lists them.
-    pub const ALL: [Verb; 8] = [
-        Verb::Create,
-        Verb::Update,
-        Verb::Start,
-        Verb::Stop,
-        Verb::Delete,
-        Verb::Write,
-        Verb::Upsert,
-        Verb::Remove,
-    ];
-
-    /// The verb as written in keys, policies and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Create => "create",
-            Verb::Update => "update",
-            Verb::Start => "start",
-            Verb::Stop => "stop",
-            Verb::Delete => "delete",
-            Verb::Write => "write",
-            Verb::Upsert => "upsert",
-            Verb::Remove => "remove",
-        }
-    }
-
-    /// Parses a verb as written in policies.
-    pub fn parse(text: &str) -> Option<Verb> {
-        Verb::ALL.into_iter().find(|verb| verb.as_str() == text)
-    }
-
-    /// The marker `mycopod plan` prints in front of an action.
-    pub fn marker(self) -> char {
-        match self {
-            Verb::Create | Verb::Upsert => '+',
-            Verb::Delete | Verb::Remove => '-',
-            Verb::Update | Verb::Write | Verb::Start | Verb::Stop => '~',
-        }
-    }
-}
-
-impl std::fmt::Display for Verb {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+/// The marker `mycopod plan` prints in front of an action.
+pub fn marker(verb: Verb) -> char {
+    match verb {
+        Verb::Create | Verb::Upsert => '+',
+        Verb::Delete | Verb::Remove => '-',
+        Verb::Update | Verb::Write | Verb::Start | Verb::Stop => '~',
     }
 }
 
@@ -320,7 +262,7 @@ impl Plan {
             let _ = writeln!(
                 out,
                 "{} {} {}",
-                action.verb.marker(),
+                marker(action.verb),
                 action.resource,
                 action.verb
             );

@@ -162,3 +162,30 @@ pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
         .await
         .expect("in time")
 }
+
+/// Runs the `mycopod` binary in `dir` with `args` and extra environment (`None` removes a
+/// variable); returns the exit code, standard output and standard error. Blocking: call it
+/// from `spawn_blocking` inside async tests.
+pub fn run_mycopod(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, Option<&str>)],
+) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mycopod"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MYCOPOD_CONFIG");
+    for (key, value) in env {
+        match value {
+            Some(v) => command.env(key, v),
+            None => command.env_remove(key),
+        };
+    }
+    let out = command.output().expect("the mycopod binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
