@@ -270,20 +270,24 @@ fn plan_one(
         return;
     }
 
-    want.remove = seen
-        .previously_owned
-        .difference(&want.owned_keys())
-        .cloned()
-        .collect();
+    if !seen.previously_owned.is_empty() {
+        want.remove = seen
+            .previously_owned
+            .difference(&want.owned_keys())
+            .cloned()
+            .collect();
+    }
 
     let diffs: Vec<FieldDiff> = match &seen.config {
         Some(config) => {
-            if let Err(e) = update_for(&want, config, &compare(&want, config)) {
+            let diffs = compare(&want, config);
+            // Turning the diffs into requests is where a shrinking disk is refused.
+            if let Err(e) = update_for(&want, config, &diffs) {
                 out.issues
                     .push(issue("spec.disks", "disk-shrink", e.to_string()));
                 return;
             }
-            compare(&want, config)
+            diffs
         }
         // Not read deeply this time: only what the listing shows (tags) is compared.
         None => {

@@ -33,34 +33,51 @@ fn newest_per_series(readings: &[Reading]) -> Vec<(&str, &str, i64, f64)> {
     out
 }
 
-/// The readings of a batch as a JSON array of `[series_id, ts, value]`, which SQLite unpacks
-/// with `json_each` in one statement (one bound parameter instead of three per row).
-fn readings_json(readings: &[Reading], ids: &HashMap<(String, String), i64>) -> Result<String> {
-    let mut out = String::with_capacity(readings.len() * 40);
-    out.push('[');
-    for (i, r) in readings.iter().enumerate() {
-        let id = ids
-            .get(&(r.device.clone(), r.register.clone()))
+/// The rows of a batch as `(series_id, ts, value)`, sorted by series and time so that the
+/// inserts walk the `(series_id, ts)` B-tree in order instead of jumping between its leaves (a
+/// batch usually arrives as every register at one time, then the next time).
+fn sorted_rows(
+    readings: &[Reading],
+    ids: &HashMap<(String, String), i64>,
+) -> Result<Vec<(i64, i64, f64)>> {
+    let by_name: HashMap<(&str, &str), i64> = ids
+        .iter()
+        .map(|((d, r), id)| ((d.as_str(), r.as_str()), *id))
+        .collect();
+    let mut rows = Vec::with_capacity(readings.len());
+    for r in readings {
+        let id = by_name
+            .get(&(r.device.as_str(), r.register.as_str()))
             .copied()
             .ok_or_else(|| super::StoreError::Corrupt {
                 op: "insert readings",
                 message: format!("no series id for {}/{}", r.device, r.register),
             })?;
+        rows.push((id, to_micros(r.time), r.value));
+    }
+    rows.sort_unstable_by_key(|&(id, ts, _)| (id, ts));
+    Ok(rows)
+}
+
+/// The rows as a JSON array of `[series_id, ts, value]`, which SQLite unpacks with
+/// `json_each` in one statement (one bound parameter instead of three per row).
+fn rows_json(rows: &[(i64, i64, f64)]) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(rows.len() * 40);
+    out.push('[');
+    for (i, (id, ts, value)) in rows.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         // serde_json writes the shortest text that parses back to the same f64.
-        let value = serde_json::Value::from(r.value);
+        let value = serde_json::Value::from(*value);
         if !value.is_number() {
             return Err(super::StoreError::InvalidInput {
                 what: "reading",
-                message: format!(
-                    "value of {}/{} is not a finite number",
-                    r.device, r.register
-                ),
+                message: format!("value of series {id} is not a finite number"),
             });
         }
-        out.push_str(&format!("[{id},{},{value}]", to_micros(r.time)));
+        let _ = write!(out, "[{id},{ts},{value}]");
     }
     out.push(']');
     Ok(out)
@@ -119,7 +136,7 @@ impl Store {
                     .into_iter()
                     .map(|(id, d, r)| ((d, r), id))
                     .collect();
-                let json = readings_json(readings, &ids)?;
+                let json = rows_json(&sorted_rows(readings, &ids)?)?;
                 let inserted = sqlx::query(
                     "INSERT INTO readings (series_id, ts, value) \
                      SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE TRUE \
@@ -163,19 +180,10 @@ impl Store {
                 .map_err(db_err("upsert reading series"))?;
                 let ids: HashMap<(String, String), i64> =
                     rows.into_iter().map(|(id, d, r)| ((d, r), id)).collect();
-                let mut series_ids = Vec::with_capacity(readings.len());
-                for r in readings {
-                    let id = ids
-                        .get(&(r.device.clone(), r.register.clone()))
-                        .copied()
-                        .ok_or_else(|| super::StoreError::Corrupt {
-                            op: "insert readings",
-                            message: format!("no series id for {}/{}", r.device, r.register),
-                        })?;
-                    series_ids.push(id);
-                }
-                let times: Vec<i64> = readings.iter().map(|r| to_micros(r.time)).collect();
-                let values: Vec<f64> = readings.iter().map(|r| r.value).collect();
+                let rows = sorted_rows(readings, &ids)?;
+                let series_ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                let times: Vec<i64> = rows.iter().map(|r| r.1).collect();
+                let values: Vec<f64> = rows.iter().map(|r| r.2).collect();
                 let inserted = sqlx::query(
                     "INSERT INTO readings (series_id, ts, value) \
                      SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::float8[]) \
@@ -330,6 +338,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
@@ -355,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    fn readings_json_should_refuse_non_finite_values() {
+    fn rows_json_should_refuse_non_finite_values() {
         let ids = HashMap::from([(("d".to_owned(), "r".to_owned()), 7)]);
         let ok = Reading {
             device: "d".into(),
@@ -363,14 +372,34 @@ mod tests {
             time: DateTime::<Utc>::UNIX_EPOCH,
             value: 0.1,
         };
-        assert_eq!(
-            readings_json(std::slice::from_ref(&ok), &ids).unwrap_or_default(),
-            "[[7,0,0.1]]"
-        );
-        let nan = Reading {
-            value: f64::NAN,
-            ..ok
+        let rows = sorted_rows(std::slice::from_ref(&ok), &ids).unwrap();
+        assert_eq!(rows_json(&rows).unwrap_or_default(), "[[7,0,0.1]]");
+        assert!(rows_json(&[(7, 0, f64::NAN)]).is_err());
+    }
+
+    #[test]
+    fn rows_should_be_sorted_by_series_then_time_and_unknown_series_refused() {
+        let ids = HashMap::from([
+            (("d".to_owned(), "a".to_owned()), 2),
+            (("d".to_owned(), "b".to_owned()), 1),
+        ]);
+        let at = |secs: i64| DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(secs);
+        let reading = |register: &str, secs: i64| Reading {
+            device: "d".into(),
+            register: register.into(),
+            time: at(secs),
+            value: secs as f64,
         };
-        assert!(readings_json(&[nan], &ids).is_err());
+        // As polling produces them: every register at one time, then the next time.
+        let batch = [
+            reading("a", 1),
+            reading("b", 1),
+            reading("a", 2),
+            reading("b", 2),
+        ];
+        let rows = sorted_rows(&batch, &ids).unwrap();
+        let keys: Vec<(i64, i64)> = rows.iter().map(|r| (r.0, r.1 / 1_000_000)).collect();
+        assert_eq!(keys, [(1, 1), (1, 2), (2, 1), (2, 2)]);
+        assert!(sorted_rows(&[reading("zz", 1)], &ids).is_err());
     }
 }
