@@ -22,8 +22,9 @@ const NOT_CONFIG: [&str; 3] = ["CONFIG", "TEST_DATABASE_URL", "LOG"];
 /// Sections whose keys are reached from the environment as `MYCOPOD_<SECTION>_<KEY>`.
 const SECTIONS: [&str; 3] = ["LLM", "GITHUB", "TELEMETRY"];
 
-/// Everything mycopod can be configured with. Every field has a safe default.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Everything mycopod can be configured with. Every field has a safe default. Its `Debug`
+/// output hides the secrets.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `sqlite://PATH` (default `sqlite://mycopod.db`) or `postgres://...`.
@@ -68,7 +69,7 @@ pub struct Config {
 }
 
 /// `[llm]`: any OpenAI-compatible endpoint (OpenAI, Ollama, vLLM, llama.cpp's server).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmConfig {
     /// e.g. `http://127.0.0.1:11434/v1`. Env: `MYCOPOD_LLM_BASE_URL`.
@@ -82,7 +83,7 @@ pub struct LlmConfig {
 }
 
 /// `[github]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GitHubConfig {
     /// A token allowed to post commit statuses. Env: `MYCOPOD_GITHUB_TOKEN`.
@@ -99,6 +100,58 @@ pub struct GitHubConfig {
 pub struct TelemetryConfig {
     /// Readings older than this are deleted (default `30d`). Env: `MYCOPOD_TELEMETRY_RETENTION`.
     pub retention: Duration,
+}
+
+/// How a secret shows in `Debug` output: whether it is set, never what it is.
+fn secret(value: &Option<String>) -> &'static str {
+    if value.is_some() { "<set>" } else { "<unset>" }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field(
+                "database_url",
+                &crate::store::redact_url(&self.database_url),
+            )
+            .field("repo", &self.repo)
+            .field("git_ref", &self.git_ref)
+            .field("path", &self.path)
+            .field("git_token_env", &self.git_token_env)
+            .field("cache_dir", &self.cache_dir)
+            .field("listen", &self.listen)
+            .field("jwt_secret", &secret(&self.jwt_secret))
+            .field("jwt_secret_file", &self.jwt_secret_file)
+            .field("poll_interval", &self.poll_interval)
+            .field("drift_interval", &self.drift_interval)
+            .field("prune", &self.prune)
+            .field("self_heal", &self.self_heal)
+            .field("llm", &self.llm)
+            .field("github", &self.github)
+            .field("telemetry", &self.telemetry)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &secret(&self.api_key))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for GitHubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubConfig")
+            .field("token", &secret(&self.token))
+            .field("webhook_secret", &secret(&self.webhook_secret))
+            .field("api_url", &self.api_url)
+            .finish()
+    }
 }
 
 fn secs(n: u64) -> Duration {
@@ -353,6 +406,32 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn debug_output_should_never_show_secrets() {
+        let config = load(&Sources {
+            env: env(&[
+                ("MYCOPOD_JWT_SECRET", "jwt-very-secret-value"),
+                ("MYCOPOD_LLM_API_KEY", "sk-secret"),
+                ("MYCOPOD_GITHUB_TOKEN", "ghp_secret"),
+                ("MYCOPOD_GITHUB_WEBHOOK_SECRET", "hook-secret"),
+                ("MYCOPOD_DATABASE_URL", "postgres://app:dbpass@127.0.0.1/db"),
+            ]),
+            ..Sources::default()
+        })
+        .unwrap();
+        let shown = format!("{config:?}");
+        for secret in [
+            "jwt-very-secret-value",
+            "sk-secret",
+            "ghp_secret",
+            "hook-secret",
+            "dbpass",
+        ] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(shown.contains("<set>"), "{shown}");
     }
 
     #[test]
