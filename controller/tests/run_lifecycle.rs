@@ -245,3 +245,123 @@ async fn invalid_declarations_should_be_recorded_once_with_their_findings_and_ch
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_interrupted_while_applying_should_converge_without_repeating_what_it_did() {
+    within(async {
+        let rig = Rig::start().await;
+        let yaml = rig.yaml(2, 0.75);
+        let d = rig.desired(2);
+        let world = LiveWorld::new(&d, &rig.env);
+        let Outcome::Waiting { run_id } = reconcile_text(&rig, &world, "c1", &yaml).await else {
+            panic!("waits")
+        };
+        let hash = rig.store.get_run(run_id).await.unwrap().plan_hash;
+        rig.store
+            .record_decision(run_id, "olivia", &hash, Decision::Approve, None, Utc::now())
+            .await
+            .unwrap();
+
+        // The controller claims the run, starts the create, and the create reaches Proxmox;
+        // then the process dies before it can record the result.
+        assert!(
+            rig.store
+                .claim_run(run_id, "controller", Utc::now())
+                .await
+                .unwrap()
+        );
+        let actions = rig.store.list_actions(run_id).await.unwrap();
+        let create = actions
+            .iter()
+            .find(|a| a.key == "Guest/web:create")
+            .unwrap();
+        rig.store
+            .transition_action(
+                create.id,
+                ActionStatus::Pending,
+                ActionStatus::Running,
+                &Default::default(),
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let (planned, observed) = rig.plan(&world, &d).await;
+        let action = planned
+            .plan
+            .actions
+            .iter()
+            .find(|a| a.key == "Guest/web:create")
+            .unwrap();
+        world
+            .apply(&d, &observed, action, Some(&rig.store), "c1", Utc::now())
+            .await
+            .unwrap();
+
+        // Restart: the interrupted run is closed, nothing is retried blindly.
+        let closed = mycopod::reconcile::run::recover_interrupted(&rig.store, "site", Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(closed, [run_id]);
+        assert_eq!(
+            rig.store.get_run(run_id).await.unwrap().status,
+            RunStatus::Superseded
+        );
+        let after = rig.store.list_actions(run_id).await.unwrap();
+        let create = after.iter().find(|a| a.key == "Guest/web:create").unwrap();
+        assert_eq!(create.status, ActionStatus::Failed);
+        assert!(
+            create
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("interrupted")
+        );
+        assert!(
+            after
+                .iter()
+                .filter(|a| a.key != "Guest/web:create")
+                .all(|a| a.status == ActionStatus::Skipped),
+            "{after:#?}"
+        );
+
+        // Planning again from what is observed: the guest exists, so no second create.
+        let Outcome::Waiting { run_id: next } = reconcile_text(&rig, &world, "c1", &yaml).await
+        else {
+            panic!("the rest waits for approval")
+        };
+        let keys: Vec<String> = rig
+            .store
+            .list_actions(next)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.key)
+            .collect();
+        assert!(!keys.contains(&"Guest/web:create".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"Guest/web:start".to_owned()), "{keys:?}");
+        let hash = rig.store.get_run(next).await.unwrap().plan_hash;
+        rig.store
+            .record_decision(next, "olivia", &hash, Decision::Approve, None, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            reconcile_text(&rig, &world, "c1", &yaml).await,
+            Outcome::Applied {
+                run_id: next,
+                status: RunStatus::Succeeded
+            }
+        );
+        let creates = rig
+            .pve
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/nodes/pve1/qemu")
+            .count();
+        assert_eq!(creates, 1, "the guest was created exactly once");
+        assert_eq!(
+            reconcile_text(&rig, &world, "c1", &yaml).await,
+            Outcome::InSync
+        );
+    })
+    .await;
+}

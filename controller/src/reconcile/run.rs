@@ -477,3 +477,56 @@ fn describe(e: &ApplyError) -> String {
         e.to_string()
     }
 }
+
+/// After a crash or restart: closes every run of `scope` left in `applying`. An action left
+/// `running` may or may not have reached the outside world, so it is never retried blindly:
+/// it is marked failed as interrupted, the actions not started are skipped, and the run ends
+/// `superseded`. The next reconcile observes and plans again, so what the interrupted run did
+/// is not planned twice and what it did not do is planned anew. Returns the closed run ids.
+pub async fn recover_interrupted(
+    store: &Store,
+    scope: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, StoreError> {
+    let mut closed = Vec::new();
+    for run in runs_of(store, scope, RunStatus::Applying).await? {
+        for action in store.list_actions(run.id).await? {
+            let (to, why) = match action.status {
+                ActionStatus::Running => (
+                    ActionStatus::Failed,
+                    "interrupted by a restart while running; the next plan shows whether it took effect",
+                ),
+                ActionStatus::Pending | ActionStatus::Waiting => {
+                    (ActionStatus::Skipped, "not run: the controller restarted")
+                }
+                _ => continue,
+            };
+            store
+                .transition_action(
+                    action.id,
+                    action.status,
+                    to,
+                    &ActionUpdate {
+                        error: Some(why.to_owned()),
+                        external_ref: None,
+                    },
+                    now,
+                )
+                .await?;
+        }
+        if store
+            .transition_run(
+                run.id,
+                RunStatus::Applying,
+                RunStatus::Superseded,
+                CONTROLLER,
+                Some("interrupted by a restart; planned again from what was observed"),
+                now,
+            )
+            .await?
+        {
+            closed.push(run.id);
+        }
+    }
+    Ok(closed)
+}
