@@ -139,3 +139,43 @@ async fn an_update_planned_before_a_concurrent_change_should_be_refused_as_a_con
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_dropped_from_the_declaration_should_be_removed_and_keys_set_by_hand_kept() {
+    within(async {
+        let rig = Rig::start().await;
+        let with_vga = rig.yaml(2, 0.75).replace(
+            "  tags: [web]\n",
+            "  tags: [web]\n  extraConfig: {vga: serial0}\n",
+        );
+        let d = support::desired(&with_vga);
+        let world = LiveWorld::new(&d, &rig.env);
+        rig.converge_once(&world, &d).await;
+        assert_eq!(rig.pve.guest(120).unwrap().config["vga"], "serial0");
+        // Someone sets a key by hand in Proxmox; mycopod never owned it.
+        rig.pve.modify_guest(120, |g| {
+            g.config.insert("description".into(), "set by hand".into());
+        });
+
+        let without = rig.desired(2);
+        let fix = rig.converge_once(&world, &without).await;
+        let rendered = fix.plan.render();
+        assert!(rendered.contains("~ Guest/web update"), "{rendered}");
+        assert!(
+            rendered.contains(r#"vga  "serial0" -> (none)"#),
+            "{rendered}"
+        );
+        assert!(!rendered.contains("description"), "{rendered}");
+
+        // On a running guest PVE parks the removal until the next restart: a note, not a loop.
+        let web = rig.pve.guest(120).unwrap();
+        assert!(
+            !web.config.contains_key("vga") || web.pending.get("vga") == Some(&None),
+            "{web:?}"
+        );
+        assert_eq!(web.config["description"], "set by hand");
+        let (after, _) = rig.plan(&world, &without).await;
+        assert!(after.plan.is_empty(), "left over:\n{}", after.plan.render());
+    })
+    .await;
+}

@@ -802,6 +802,43 @@ async fn settings_should_be_overwritten(store: Store, _url: String) {
     );
 }
 
+async fn owned_keys_should_be_recorded_per_guest_replaced_and_forgotten(
+    store: Store,
+    _url: String,
+) {
+    let keys = |list: &[&str]| {
+        list.iter()
+            .map(|k| k.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    store
+        .record_owned_keys("home", 120, &keys(&["cores", "memory", "vga"]), at(0))
+        .await
+        .unwrap();
+    store
+        .record_owned_keys("home", 121, &keys(&["rootfs"]), at(0))
+        .await
+        .unwrap();
+    store
+        .record_owned_keys("other", 120, &keys(&["net0"]), at(0))
+        .await
+        .unwrap();
+    store
+        .record_owned_keys("home", 120, &keys(&["cores", "memory"]), at(1))
+        .await
+        .unwrap();
+    let home = store.owned_keys("home").await.unwrap();
+    assert_eq!(home.len(), 2);
+    assert_eq!(home[&120], keys(&["cores", "memory"]));
+    assert_eq!(home[&121], keys(&["rootfs"]));
+    store.forget_owned_keys("home", 121).await.unwrap();
+    assert_eq!(store.owned_keys("home").await.unwrap().len(), 1);
+    assert_eq!(
+        store.owned_keys("other").await.unwrap()[&120],
+        keys(&["net0"])
+    );
+}
+
 async fn a_lease_should_have_one_holder_until_it_expires(store: Store, _url: String) {
     assert!(
         store
@@ -1264,6 +1301,7 @@ on_both_backends!(
     api_keys_should_be_found_by_hash_until_revoked,
     declarations_and_config_objects_should_upsert_and_remove,
     settings_should_be_overwritten,
+    owned_keys_should_be_recorded_per_guest_replaced_and_forgotten,
     a_lease_should_have_one_holder_until_it_expires,
     advisory_leadership_should_have_one_holder_on_postgres,
     devices_should_go_offline_after_consecutive_failures,

@@ -155,7 +155,10 @@ impl LiveWorld {
             message,
         };
         match action.resource.kind {
-            ResourceKind::Guest => self.apply_guest(desired, observed, action).await,
+            ResourceKind::Guest => {
+                self.apply_guest(desired, observed, action, store, now)
+                    .await
+            }
             ResourceKind::ModbusDevice => {
                 let name = action.resource.name.as_str();
                 let device = desired
@@ -228,6 +231,8 @@ impl LiveWorld {
         desired: &DesiredState,
         observed: &Observed,
         action: &Action,
+        store: Option<&Store>,
+        now: DateTime<Utc>,
     ) -> Result<Applied, ApplyError> {
         let key = action.key.clone();
         let precondition = |message: String| ApplyError::Precondition {
@@ -292,6 +297,7 @@ impl LiveWorld {
                     .map_err(|e| precondition(e.to_string()))?;
                 if action.verb == Verb::Create {
                     client.create_guest(&want).await.map_err(proxmox)?;
+                    record_owned(store, &cluster, &want, now, &key).await?;
                     return Ok(Applied::default());
                 }
                 if let Some(seen) = seen {
@@ -301,7 +307,7 @@ impl LiveWorld {
                         .cloned()
                         .collect();
                 }
-                match seen.and_then(|s| s.config.as_ref()) {
+                let applied = match seen.and_then(|s| s.config.as_ref()) {
                     // Exactly what was planned, against the configuration that was observed;
                     // keys PVE parks in /pending show in the next observation as "restart
                     // required".
@@ -312,15 +318,17 @@ impl LiveWorld {
                             .apply_update(&want, config.digest.as_deref(), &update)
                             .await
                             .map_err(proxmox)?;
-                        Ok(Applied::default())
+                        Applied::default()
                     }
                     None => {
                         let outcome = client.apply_config(&want).await.map_err(proxmox)?;
-                        Ok(Applied {
+                        Applied {
                             restart_required: outcome.restart_required,
-                        })
+                        }
                     }
-                }
+                };
+                record_owned(store, &cluster, &want, now, &key).await?;
+                Ok(applied)
             }
             Verb::Start | Verb::Stop | Verb::Delete => {
                 // A guest created earlier in this run was not observed: its node and kind are
@@ -357,4 +365,25 @@ impl LiveWorld {
             other => Err(precondition(format!("{other} does not apply to guests"))),
         }
     }
+}
+
+/// Records the keys `want` sets as owned by mycopod (the removed ones are no longer owned).
+async fn record_owned(
+    store: Option<&Store>,
+    cluster: &str,
+    want: &mycopod_adapters::proxmox::compare::DesiredGuest,
+    now: DateTime<Utc>,
+    action: &str,
+) -> Result<(), ApplyError> {
+    let Some(store) = store else {
+        return Ok(());
+    };
+    let keys: BTreeSet<String> = want.owned_config().into_keys().collect();
+    store
+        .record_owned_keys(cluster, want.vmid, &keys, now)
+        .await
+        .map_err(|source| ApplyError::Store {
+            action: action.to_owned(),
+            source,
+        })
 }

@@ -289,6 +289,21 @@ impl LiveWorld {
         }
 
         if let Some(store) = store {
+            for (name, cluster) in observed.clusters.iter_mut().filter(|(_, c)| c.reachable) {
+                match store.owned_keys(name).await {
+                    Ok(mut owned) => {
+                        for (vmid, guest) in cluster.guests.iter_mut() {
+                            if let Some(keys) = owned.remove(vmid) {
+                                guest.previously_owned = keys;
+                            }
+                        }
+                    }
+                    Err(e) => problems.push(ObserveProblem {
+                        resource: format!("database (owned keys of {name})"),
+                        message: e.to_string(),
+                    }),
+                }
+            }
             for (config_kind, kind) in [
                 (ConfigKind::AlertRule, ResourceKind::AlertRule),
                 (

@@ -21,6 +21,7 @@ mod audit;
 mod codec;
 mod config;
 mod error;
+mod ownership;
 mod readings;
 mod runs;
 mod telemetry;
