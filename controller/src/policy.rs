@@ -280,31 +280,11 @@ pub fn requirements_for_plan(
         .map(|action| {
             let name = action.resource.name.as_str();
             let labels = match action.resource.kind {
-                R::Guest => desired
-                    .guests
-                    .iter()
-                    .find(|r| r.name().as_str() == name)
-                    .map(|r| r.labels()),
-                R::ModbusDevice => desired
-                    .devices
-                    .iter()
-                    .find(|r| r.name().as_str() == name)
-                    .map(|r| r.labels()),
-                R::AlertRule => desired
-                    .alert_rules
-                    .iter()
-                    .find(|r| r.name().as_str() == name)
-                    .map(|r| r.labels()),
-                R::NotificationChannel => desired
-                    .channels
-                    .iter()
-                    .find(|r| r.name().as_str() == name)
-                    .map(|r| r.labels()),
-                R::HandshakePolicy => desired
-                    .policies
-                    .iter()
-                    .find(|r| r.name().as_str() == name)
-                    .map(|r| r.labels()),
+                R::Guest => desired.guest(name).map(|r| r.labels()),
+                R::ModbusDevice => desired.device(name).map(|r| r.labels()),
+                R::AlertRule => desired.alert_rule(name).map(|r| r.labels()),
+                R::NotificationChannel => desired.channel(name).map(|r| r.labels()),
+                R::HandshakePolicy => desired.policy(name).map(|r| r.labels()),
             }
             .unwrap_or(&empty);
             requirement_for(

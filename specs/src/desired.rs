@@ -126,6 +126,16 @@ impl DesiredState {
     pub fn channel(&self, name: &str) -> Option<&Resource<NotificationChannelSpec>> {
         find(&self.channels, name)
     }
+
+    /// The alert rule named `name`.
+    pub fn alert_rule(&self, name: &str) -> Option<&Resource<AlertRuleSpec>> {
+        find(&self.alert_rules, name)
+    }
+
+    /// The handshake policy named `name`.
+    pub fn policy(&self, name: &str) -> Option<&Resource<HandshakePolicySpec>> {
+        find(&self.policies, name)
+    }
 }
 
 /// A repository that validated: its desired state and the warnings that remain.

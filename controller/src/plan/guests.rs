@@ -96,9 +96,7 @@ pub(super) fn plan_guests(
             continue;
         };
         let default_node = desired
-            .clusters
-            .iter()
-            .find(|c| c.name().as_str() == cluster_name)
+            .cluster(cluster_name)
             .and_then(|c| c.spec.default_node.as_ref())
             .map(|n| n.as_str());
         let Some(vmid) = resolve_vmid(guest, &cluster.guests) else {

@@ -91,9 +91,12 @@ pub struct Applied {
     pub restart_required: BTreeSet<String>,
 }
 
-/// The SHA-256 of a spec's JSON, as stored beside database-held configuration.
+/// The SHA-256 of a JSON value's canonical form (the store's, keys sorted at every level), as
+/// stored beside database-held configuration and invalid runs.
 pub fn spec_hash(spec: &serde_json::Value) -> String {
-    hex::encode(Sha256::digest(spec.to_string().as_bytes()))
+    hex::encode(Sha256::digest(
+        crate::store::canonical_json(spec).as_bytes(),
+    ))
 }
 
 fn config_kind(kind: ResourceKind) -> Option<ConfigKind> {
@@ -110,31 +113,13 @@ fn declared_spec(
     kind: ResourceKind,
     name: &str,
 ) -> Option<serde_json::Value> {
-    let find = |v: Option<serde_json::Value>| v;
-    match kind {
-        ResourceKind::AlertRule => find(
-            desired
-                .alert_rules
-                .iter()
-                .find(|r| r.name().as_str() == name)
-                .and_then(|r| serde_json::to_value(&r.spec).ok()),
-        ),
-        ResourceKind::NotificationChannel => find(
-            desired
-                .channels
-                .iter()
-                .find(|r| r.name().as_str() == name)
-                .and_then(|r| serde_json::to_value(&r.spec).ok()),
-        ),
-        ResourceKind::HandshakePolicy => find(
-            desired
-                .policies
-                .iter()
-                .find(|r| r.name().as_str() == name)
-                .and_then(|r| serde_json::to_value(&r.spec).ok()),
-        ),
-        ResourceKind::Guest | ResourceKind::ModbusDevice => None,
-    }
+    let spec = match kind {
+        ResourceKind::AlertRule => serde_json::to_value(&desired.alert_rule(name)?.spec),
+        ResourceKind::NotificationChannel => serde_json::to_value(&desired.channel(name)?.spec),
+        ResourceKind::HandshakePolicy => serde_json::to_value(&desired.policy(name)?.spec),
+        ResourceKind::Guest | ResourceKind::ModbusDevice => return None,
+    };
+    spec.ok()
 }
 
 impl LiveWorld {
@@ -162,9 +147,7 @@ impl LiveWorld {
             ResourceKind::ModbusDevice => {
                 let name = action.resource.name.as_str();
                 let device = desired
-                    .devices
-                    .iter()
-                    .find(|d| d.name().as_str() == name)
+                    .device(name)
                     .ok_or_else(|| precondition(format!("device {name} is not declared")))?;
                 let client = self
                     .device(name)
@@ -244,7 +227,7 @@ impl LiveWorld {
             source,
         };
         let name = action.resource.name.as_str();
-        let declared = desired.guests.iter().find(|g| g.name().as_str() == name);
+        let declared = desired.guest(name);
 
         // Which cluster and vmid: the declaration's, or (for undeclared guests being pruned)
         // the one the plan names.
@@ -283,9 +266,7 @@ impl LiveWorld {
             .get(&cluster)
             .and_then(|c| c.guests.get(&vmid));
         let default_node = desired
-            .clusters
-            .iter()
-            .find(|c| c.name().as_str() == cluster)
+            .cluster(&cluster)
             .and_then(|c| c.spec.default_node.as_ref())
             .map(|n| n.as_str());
 

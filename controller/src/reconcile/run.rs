@@ -12,7 +12,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use mycopod_specs::{DesiredState, Loaded};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::apply::ApplyError;
 use super::observe::{LiveWorld, ObserveProblem};
@@ -88,10 +87,6 @@ pub enum ReconcileError {
         /// The store's error.
         source: StoreError,
     },
-}
-
-fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// Reconciles `loaded` (the declarations of `commit`) once.
@@ -278,7 +273,7 @@ async fn record_invalid(
 ) -> Result<i64, StoreError> {
     let scope = settings.scope.as_str();
     let document = json!({ "diagnostics": findings });
-    let hash = sha256_hex(&document.to_string());
+    let hash = super::apply::spec_hash(&document);
     let existing = runs_of(store, scope, RunStatus::Invalid).await?;
     if let Some(run) = existing
         .iter()
