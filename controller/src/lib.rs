@@ -2,7 +2,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod declarations;
+pub mod events;
 pub mod model;
 pub mod plan;
 pub mod policy;

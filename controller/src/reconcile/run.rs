@@ -18,7 +18,7 @@ use super::observe::{LiveWorld, ObserveProblem};
 use super::queue::backoff;
 use crate::model::{ActionStatus, RunStatus, Trigger};
 use crate::plan::{Options, Planned, plan};
-use crate::policy::{expires_at, requirements_for_plan, run_requirement};
+use crate::policy::{Requirement, expires_at, requirements_for_plan, run_requirement};
 use crate::store::{ActionUpdate, NewAction, NewRun, RunSummary, Store, StoreError};
 
 /// The name runs and audit entries give the controller itself.
@@ -202,7 +202,7 @@ pub async fn reconcile(
         trigger,
         requested_by: requested_by.map(str::to_owned),
         status,
-        plan: run_document(&planned),
+        plan: run_document(&planned, &run_needs),
         plan_hash: hash.as_str().to_owned(),
         required_approvals: i64::from(run_needs.approvals),
         error: None,
@@ -240,13 +240,21 @@ pub async fn reconcile(
 }
 
 /// The plan as stored with a run: the plan itself (whose canonical JSON the hash covers) plus
-/// what it leaves out.
-fn run_document(planned: &Planned) -> serde_json::Value {
+/// what it leaves out, and the run's approval requirement (who may approve, whether the
+/// requester may approve their own run), which the API checks each decision against.
+fn run_document(planned: &Planned, requirement: &Requirement) -> serde_json::Value {
     json!({
         "plan": planned.plan,
         "notes": planned.notes,
         "issues": planned.issues,
+        "requirement": requirement,
     })
+}
+
+/// The approval requirement stored with a run by [`reconcile`], if any (runs recorded before
+/// it was stored, and invalid runs, have none).
+pub fn stored_requirement(plan_document: &serde_json::Value) -> Option<Requirement> {
+    serde_json::from_value(plan_document.get("requirement")?.clone()).ok()
 }
 
 async fn runs_of(

@@ -34,6 +34,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+use crate::events::EventBus;
+
 pub use audit::{
     AuditEntry, AuditPage, GENESIS_HASH, NewAuditEntry, VerifyFailure, VerifyReport,
     canonical_json, entry_hash,
@@ -72,6 +74,7 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    events: EventBus,
 }
 
 /// Expands `$body` once per backend with `$pool` bound to the typed pool, so SQL written once
@@ -174,9 +177,7 @@ impl Store {
                 url: format!("sqlite://{filename}"),
                 source,
             })?;
-        Ok(Store {
-            backend: Backend::Sqlite(pool),
-        })
+        Ok(Store::from_backend(Backend::Sqlite(pool)))
     }
 
     /// Connects a pool to a PostgreSQL server.
@@ -193,14 +194,21 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect { url, source })?;
-        Ok(Store {
-            backend: Backend::Postgres(pool),
-        })
+        Ok(Store::from_backend(Backend::Postgres(pool)))
     }
 
     /// Wraps an existing pool.
     pub fn from_backend(backend: Backend) -> Store {
-        Store { backend }
+        Store {
+            backend,
+            events: EventBus::new(),
+        }
+    }
+
+    /// The bus this store publishes committed changes of runs, actions, approvals and alerts
+    /// on. Clones of a store share it.
+    pub fn events(&self) -> &EventBus {
+        &self.events
     }
 
     /// The pool behind this store.

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::audit::{AuditTx, NewAuditEntry};
 use super::codec::db_time;
 use super::{Dialect, Result, Store, StoreError, db_err, on_pool};
+use crate::events::Event;
 use crate::model::{ActionStatus, Decision, RunStatus, Trigger};
 
 /// A run to record, with its actions.
@@ -347,6 +348,7 @@ impl Store {
             )
             .await?;
             tx.commit().await.map_err(db_err("commit insert run"))?;
+            self.events().publish(Event::Run { run_id: id, status: run.status.as_str().to_owned() });
             Ok(id)
         })
     }
@@ -472,6 +474,7 @@ impl Store {
             )
             .await?;
             tx.commit().await.map_err(db_err("commit run transition"))?;
+            self.events().publish(Event::Run { run_id: id, status: to.as_str().to_owned() });
             Ok(true)
         })
     }
@@ -541,6 +544,12 @@ impl Store {
                 }
             }
             tx.commit().await.map_err(db_err("commit supersede runs"))?;
+            for id in &superseded {
+                self.events().publish(Event::Run {
+                    run_id: *id,
+                    status: RunStatus::Superseded.as_str().to_owned(),
+                });
+            }
             Ok(superseded)
         })
     }
@@ -582,6 +591,12 @@ impl Store {
                 }
             }
             tx.commit().await.map_err(db_err("commit expire runs"))?;
+            for id in &expired {
+                self.events().publish(Event::Run {
+                    run_id: *id,
+                    status: RunStatus::Expired.as_str().to_owned(),
+                });
+            }
             Ok(expired)
         })
     }
@@ -721,6 +736,14 @@ impl Store {
                 }
             }
             tx.commit().await.map_err(db_err("commit decision"))?;
+            self.events().publish(Event::Approval {
+                run_id,
+                user: user.to_owned(),
+                decision: decision.as_str().to_owned(),
+            });
+            if status != RunStatus::AwaitingApproval {
+                self.events().publish(Event::Run { run_id, status: status.as_str().to_owned() });
+            }
             Ok(ApprovalOutcome { status, approvals, required })
         })
     }
@@ -783,13 +806,13 @@ impl Store {
         let attempt = i64::from(to == ActionStatus::Running);
         let started_at = (to == ActionStatus::Running).then_some(now);
         let finished_at = to.is_terminal().then_some(now);
-        on_pool!(self, pool => {
-            Ok(sqlx::query(
+        let run_id: Option<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar(
                 "UPDATE actions SET status = $3, updated_at = $4, attempts = attempts + $5, \
                  started_at = COALESCE(started_at, $6), finished_at = COALESCE($7, finished_at), \
                  last_error = COALESCE($8, last_error), \
                  external_ref = COALESCE($9, external_ref) \
-                 WHERE id = $1 AND status = $2",
+                 WHERE id = $1 AND status = $2 RETURNING run_id",
             )
             .bind(id)
             .bind(from)
@@ -800,12 +823,19 @@ impl Store {
             .bind(finished_at)
             .bind(update.error.as_deref())
             .bind(update.external_ref.as_deref())
-            .execute(pool)
+            .fetch_optional(pool)
             .await
             .map_err(db_err("update action status"))?
-            .rows_affected()
-                == 1)
-        })
+        });
+        let Some(run_id) = run_id else {
+            return Ok(false);
+        };
+        self.events().publish(Event::Action {
+            run_id,
+            action_id: id,
+            status: to.as_str().to_owned(),
+        });
+        Ok(true)
     }
 
     /// Records the outside system's reference of a running action (e.g. a Proxmox UPID) so a

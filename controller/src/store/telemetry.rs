@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::codec::db_time;
 use super::{Result, Store, StoreError, db_err, on_pool};
+use crate::events::Event;
 use crate::model::{AlertState, DeliveryStatus};
 
 /// One reading of one register.
@@ -278,6 +279,10 @@ impl Store {
             .await
             .map_err(db_err("open alert"))?;
             if let Some(alert) = created {
+                self.events().publish(Event::Alert {
+                    alert_id: alert.id,
+                    state: state.as_str().to_owned(),
+                });
                 return Ok((alert, true));
             }
             let open: Alert = sqlx::query_as(concat!(
@@ -334,8 +339,8 @@ impl Store {
         let now = db_time(now);
         let firing_at = (to == AlertState::Firing).then_some(now);
         let resolved_at = (to == AlertState::Resolved).then_some(now);
-        on_pool!(self, pool => {
-            Ok(sqlx::query(
+        let done = on_pool!(self, pool => {
+            sqlx::query(
                 "UPDATE alerts SET state = $3, value = COALESCE($4, value), updated_at = $5, \
                  firing_at = COALESCE(firing_at, $6), resolved_at = COALESCE($7, resolved_at) \
                  WHERE id = $1 AND state = $2",
@@ -351,14 +356,21 @@ impl Store {
             .await
             .map_err(db_err("update alert state"))?
             .rows_affected()
-                == 1)
-        })
+                == 1
+        });
+        if done {
+            self.events().publish(Event::Alert {
+                alert_id: id,
+                state: to.as_str().to_owned(),
+            });
+        }
+        Ok(done)
     }
 
     /// Acknowledges an alert; returns whether it was not acknowledged before.
     pub async fn ack_alert(&self, id: i64, user: &str, now: DateTime<Utc>) -> Result<bool> {
-        on_pool!(self, pool => {
-            Ok(sqlx::query(
+        let done = on_pool!(self, pool => {
+            sqlx::query(
                 "UPDATE alerts SET acknowledged_by = $2, acknowledged_at = $3, updated_at = $3 \
                  WHERE id = $1 AND acknowledged_by IS NULL",
             )
@@ -369,8 +381,15 @@ impl Store {
             .await
             .map_err(db_err("acknowledge alert"))?
             .rows_affected()
-                == 1)
-        })
+                == 1
+        });
+        if done {
+            self.events().publish(Event::Alert {
+                alert_id: id,
+                state: "acknowledged".to_owned(),
+            });
+        }
+        Ok(done)
     }
 
     /// Alerts newest first, optionally only in one state.
