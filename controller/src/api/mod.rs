@@ -34,10 +34,15 @@
 //! requirement on a decision; it asks the reconcile loop for work through [`Control`] and never
 //! runs a reconcile itself.
 
+mod admin;
 pub mod auth;
 pub mod error;
+mod events;
 pub mod limits;
 mod ops;
+mod runs;
+pub mod session;
+mod webhook;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
@@ -382,7 +387,13 @@ impl utoipa::Modify for SecurityAddon {
 /// Every route with its documentation, before the cross-cutting layers. `/openapi.json`
 /// serves the document of exactly this router.
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(ops::routes(state))
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(ops::routes(state))
+        .merge(session::routes(state))
+        .merge(admin::routes(state))
+        .merge(runs::routes(state))
+        .merge(events::routes(state))
+        .merge(webhook::routes(state))
     // Other modules' routes, one line each:
     // .merge(telemetry::routes(state))   // devices, readings, alerts, ingest (telemetry)
     // .merge(ui::routes(state))          // `/` and the UI's assets (web UI)
