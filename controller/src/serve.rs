@@ -79,7 +79,30 @@ pub fn loop_settings(config: &Config, env: &BTreeMap<String, String>) -> Result<
         lease_ttl: Duration::from_secs(15),
         env: env.clone(),
         github,
+        llm: llm_client(config)?,
     })
+}
+
+/// The model client `config` describes, if a model is configured.
+pub fn llm_client(config: &Config) -> Result<Option<mycopod_adapters::llm::LlmClient>> {
+    use mycopod_adapters::llm::{LlmClient, LlmSettings, OPENAI_BASE_URL};
+    let Some(model) = config.llm.model.clone().filter(|m| !m.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let base_url = match (&config.llm.base_url, &config.llm.api_key) {
+        (Some(url), _) if !url.trim().is_empty() => url.clone(),
+        (_, Some(_)) => OPENAI_BASE_URL.to_owned(),
+        _ => bail!(
+            "llm.model is set but no endpoint: set llm.base_url (MYCOPOD_LLM_BASE_URL) or \
+             llm.api_key (MYCOPOD_LLM_API_KEY) for the OpenAI API"
+        ),
+    };
+    let mut settings = LlmSettings::new(base_url, model);
+    settings.api_key = config.llm.api_key.clone().filter(|k| !k.is_empty());
+    settings.timeout = config.llm.timeout.as_std();
+    Ok(Some(
+        LlmClient::new(settings).context("configure the model client")?,
+    ))
 }
 
 /// A running server: its address, and the means to stop it.

@@ -80,6 +80,7 @@ fn settings(rig: &Rig, repo: &str, cache: &Path) -> LoopSettings {
         lease_ttl: Duration::from_secs(15),
         env: rig.env.clone(),
         github: None,
+        llm: None,
     }
 }
 
@@ -431,5 +432,163 @@ async fn only_the_advisory_lock_holder_should_lead_on_postgres_and_a_survivor_ta
         second.release_leadership().await;
         other.close().await;
     }))
+    .await;
+}
+
+const DECLARATION: &str = "---
+apiVersion: mycopod/v1
+kind: Declaration
+metadata: {name: slow-flow}
+spec:
+  text: alert ops when fm-1 flows below 1 for ten minutes
+  kinds: [AlertRule]
+";
+
+const SLOW_FLOW_JSON: &str = r#"{"apiVersion": "mycopod/v1", "kind": "AlertRule", "metadata": {"name": "slow-flow"},
+  "spec": {"device": "fm-1", "register": "flow_rate", "condition": {"below": 1.0}, "for": "10m", "notify": ["ops"]}}"#;
+
+fn llm(sim: &mycopod_adapters::llm::sim::LlmSim) -> mycopod_adapters::llm::LlmClient {
+    let mut settings = mycopod_adapters::llm::LlmSettings::new(sim.base_url(), "test-model");
+    settings.timeout = Duration::from_secs(5);
+    settings.backoff = Duration::from_millis(10);
+    mycopod_adapters::llm::LlmClient::new(settings).unwrap()
+}
+
+/// Converges the rig's declarations, then commits `extra` on top; returns the loop.
+async fn converged_then(
+    rig: &Rig,
+    repo: &Repo,
+    llm: Option<mycopod_adapters::llm::LlmClient>,
+    extra: &str,
+) -> Loop {
+    repo.commit(&rig.yaml(2, 0.75), "first");
+    let mut lp = new_loop(rig, &rig.store, repo, |s| s.llm = llm).await;
+    lp.driver.step(&[Reason::Poll], None).await;
+    approve(&rig.store, runs(&rig.store).await[0].id).await;
+    lp.driver.step(&[Reason::Approved], None).await;
+    assert_eq!(runs(&rig.store).await[0].status, RunStatus::Succeeded);
+    repo.commit(&format!("{}{extra}", rig.yaml(2, 0.75)), "a declaration");
+    lp
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declaration_should_be_translated_once_and_its_resources_need_approval() {
+    use mycopod_adapters::llm::sim::{LlmSim, Reply};
+    within(async {
+        let rig = Rig::start().await;
+        let repo = Repo::new();
+        let sim = LlmSim::start(vec![Reply::content(SLOW_FLOW_JSON)])
+            .await
+            .unwrap();
+        let mut lp = converged_then(&rig, &repo, Some(llm(&sim)), DECLARATION).await;
+
+        lp.driver.step(&[Reason::Poll], None).await;
+        assert_eq!(sim.requests().len(), 1, "translated once");
+        let all = runs(&rig.store).await;
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            all[1].status,
+            RunStatus::AwaitingApproval,
+            "an upsert applies by itself, but not one generated from a declaration"
+        );
+        let actions = rig.store.list_actions(all[1].id).await.unwrap();
+        let keys: Vec<&str> = actions.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["AlertRule/slow-flow:upsert"]);
+        let declaration = lp
+            .control
+            .status()
+            .resources
+            .into_iter()
+            .find(|r| r.kind == "Declaration")
+            .unwrap();
+        assert_eq!(declaration.sync, SyncState::InSync);
+        assert!(
+            declaration.details[0].contains("translated by test-model"),
+            "{:?}",
+            declaration.details
+        );
+
+        // The same commit plans the same way again, from the cache: no second question.
+        lp.driver.step(&[Reason::Manual], None).await;
+        assert_eq!(sim.requests().len(), 1, "the cache answered");
+        assert_eq!(runs(&rig.store).await.len(), 2, "the same plan still waits");
+        let declaration = lp
+            .control
+            .status()
+            .resources
+            .into_iter()
+            .find(|r| r.kind == "Declaration")
+            .unwrap();
+        assert!(
+            declaration.details[0].contains("(cached)"),
+            "{:?}",
+            declaration.details
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_model_a_declaration_should_show_as_not_translated_and_fail_nothing() {
+    within(async {
+        let rig = Rig::start().await;
+        let repo = Repo::new();
+        let mut lp = converged_then(&rig, &repo, None, DECLARATION).await;
+        lp.driver.step(&[Reason::Poll], None).await;
+        assert_eq!(
+            runs(&rig.store).await.len(),
+            1,
+            "nothing to do, nothing failed"
+        );
+        let status = lp.control.status();
+        assert!(!status.last_reconcile_failed);
+        assert_eq!(status.last_outcome.as_deref(), Some("in sync"));
+        let declaration = status
+            .resources
+            .into_iter()
+            .find(|r| r.kind == "Declaration")
+            .unwrap();
+        assert_eq!(declaration.sync, SyncState::NotTranslated);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_answering_garbage_should_fail_only_its_declaration() {
+    use mycopod_adapters::llm::sim::{LlmSim, Reply};
+    within(async {
+        let rig = Rig::start().await;
+        let repo = Repo::new();
+        let sim = LlmSim::start(vec![
+            Reply::content("no idea, sorry"),
+            Reply::content("still no"),
+        ])
+        .await
+        .unwrap();
+        let mut lp = converged_then(&rig, &repo, Some(llm(&sim)), DECLARATION).await;
+        lp.driver.step(&[Reason::Poll], None).await;
+        assert_eq!(sim.requests().len(), 2, "one answer and one correction");
+        assert_eq!(
+            runs(&rig.store).await.len(),
+            1,
+            "nothing generated, nothing planned"
+        );
+        let status = lp.control.status();
+        assert!(
+            !status.last_reconcile_failed,
+            "the rest of the commit reconciled"
+        );
+        let declaration = status
+            .resources
+            .into_iter()
+            .find(|r| r.kind == "Declaration")
+            .unwrap();
+        assert_eq!(declaration.sync, SyncState::Failed);
+        assert!(
+            declaration.details[0].starts_with("not translated:"),
+            "{:?}",
+            declaration.details
+        );
+    })
     .await;
 }

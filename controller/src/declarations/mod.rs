@@ -11,6 +11,7 @@
 //! rendering, checking and the cache key are pure.
 
 pub mod answer;
+pub mod expand;
 pub mod output;
 pub mod prompt;
 

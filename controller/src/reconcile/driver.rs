@@ -22,10 +22,12 @@ use super::observe::LiveWorld;
 use super::queue::{Requeue, WorkQueue, backoff};
 use super::run::{Outcome, Reconciled, RunSettings, reconcile_report, recover_interrupted};
 use super::status::resource_statuses;
-use crate::control::{Control, Snapshot, TriggerRequest};
+use crate::control::{Control, Snapshot, SyncState, TriggerRequest};
+use crate::declarations::expand::{Expansion, expand};
 use crate::events::Event;
 use crate::model::{RunStatus, Trigger};
 use crate::store::{LeaderLock, Store};
+use mycopod_adapters::llm::LlmClient;
 
 /// Why the scope was queued. Ordered by precedence: the most explicit reason names the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,6 +75,8 @@ pub struct LoopSettings {
     pub env: BTreeMap<String, String>,
     /// Commit statuses on GitHub, when configured.
     pub github: Option<(GitHub, RepoRef)>,
+    /// The model that translates `Declaration` documents, when configured.
+    pub llm: Option<LlmClient>,
 }
 
 impl LoopSettings {
@@ -343,6 +347,9 @@ impl Driver {
             _ if unchanged => Trigger::Drift,
             _ => Trigger::Poll,
         };
+        // Declarations become documents (translated once per text and model, then cached).
+        let (loaded, declarations) =
+            expand(&self.store, self.settings.llm.as_ref(), &loaded, now).await;
         let world = self.world_for(&loaded);
         let mut settings = self.settings.run.clone();
         // Changes found against a commit already reconciled are drift, whatever asked.
@@ -365,7 +372,7 @@ impl Driver {
         for p in &report.problems {
             tracing::warn!(resource = %p.resource, "{}", p.message);
         }
-        self.record(&commit, &report).await;
+        self.record(&commit, &report, &declarations).await;
         if let Err(e) = self
             .store
             .set_setting(&reconciled_key(&scope), &commit, Utc::now())
@@ -391,7 +398,12 @@ impl Driver {
         world
     }
 
-    async fn record(&mut self, commit: &str, report: &Reconciled) {
+    async fn record(
+        &mut self,
+        commit: &str,
+        report: &Reconciled,
+        declarations: &BTreeMap<String, Expansion>,
+    ) {
         let now = Utc::now();
         if let Some(desired) = &report.desired {
             let changed =
@@ -405,12 +417,37 @@ impl Driver {
             }
         }
         let previous = self.control.status().resources;
-        let resources = match (&report.desired, &report.planned) {
+        let mut resources = match (&report.desired, &report.planned) {
             (Some(desired), Some(planned)) => {
                 resource_statuses(desired, planned, &report.failed, &previous, now)
             }
             _ => previous,
         };
+        for resource in resources.iter_mut().filter(|r| r.kind == "Declaration") {
+            let (sync, detail) = match declarations.get(&resource.name) {
+                Some(Expansion::Translated {
+                    model,
+                    cached,
+                    file,
+                }) => (
+                    SyncState::InSync,
+                    format!(
+                        "translated by {model}{} into {file}; its resources carry the label mycopod/declaration: {}",
+                        if *cached { " (cached)" } else { "" },
+                        resource.name
+                    ),
+                ),
+                Some(Expansion::Failed { reason }) => {
+                    (SyncState::Failed, format!("not translated: {reason}"))
+                }
+                Some(Expansion::NoModel) | None => (
+                    SyncState::NotTranslated,
+                    "not translated: no model is configured ([llm] in mycopod.toml)".to_owned(),
+                ),
+            };
+            resource.sync = sync;
+            resource.details = vec![detail];
+        }
         let outcome = describe(&report.outcome);
         tracing::info!(outcome = %outcome, commit = %commit, "reconciled");
         self.control.update_status(|s| {

@@ -55,10 +55,7 @@ pub fn resource_statuses(
     for r in &desired.declarations {
         states.insert(
             ("Declaration".to_owned(), r.name().as_str().to_owned()),
-            (
-                SyncState::NotTranslated,
-                vec!["its generated resources are reviewed and committed as files".to_owned()],
-            ),
+            (SyncState::NotTranslated, vec!["not translated".to_owned()]),
         );
     }
 

@@ -25,6 +25,7 @@ mod ownership;
 mod readings;
 mod runs;
 mod telemetry;
+mod translations;
 mod users;
 
 use std::str::FromStr;
@@ -47,6 +48,7 @@ pub use runs::{
     RunPage, RunSummary,
 };
 pub use telemetry::{Alert, Delivery, Device, LatestReading, NewDelivery, Reading, ReadingBucket};
+pub use translations::{CachedTranslation, DeclarationRequest, NewDeclarationRequest};
 pub use users::{
     ApiKey, RefreshToken, RotateOutcome, User, hash_password, hash_token, verify_password,
 };
