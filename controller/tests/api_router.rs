@@ -8,7 +8,9 @@ mod store_support;
 
 use std::time::Duration as StdDuration;
 
-use api_support::{PASSWORD, Rig, WEBHOOK_SECRET, requirement, rig, rig_on, rig_with, test_settings};
+use api_support::{
+    PASSWORD, Rig, WEBHOOK_SECRET, requirement, rig, rig_on, rig_with, test_settings,
+};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine as _;
@@ -29,7 +31,12 @@ async fn healthz_should_answer_ok_with_a_generated_request_id() {
     let answer = rig.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body, json!({"status": "ok"}));
-    let id = answer.headers.get("x-request-id").unwrap().to_str().unwrap();
+    let id = answer
+        .headers
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
     assert_eq!(id.len(), 36, "a uuid: {id}");
 }
 
@@ -76,8 +83,7 @@ async fn readyz_should_fail_when_the_database_is_closed() {
 }
 
 #[tokio::test]
-async fn metrics_should_count_runs_actions_and_waiting_approvals_and_render_the_loops_metrics()
-{
+async fn metrics_should_count_runs_actions_and_waiting_approvals_and_render_the_loops_metrics() {
     let rig = rig().await;
     rig.waiting_run("c1", None, None).await;
     rig.waiting_run("c2", None, None).await;
@@ -87,11 +93,23 @@ async fn metrics_should_count_runs_actions_and_waiting_approvals_and_render_the_
     let answer = rig.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(answer.status, StatusCode::OK);
     let text = answer.text;
-    assert!(text.contains("mycopod_runs{status=\"awaiting_approval\"} 2"), "{text}");
-    assert!(text.contains("mycopod_runs{status=\"succeeded\"} 0"), "{text}");
-    assert!(text.contains("mycopod_actions{verb=\"stop\",status=\"pending\"} 2"), "{text}");
+    assert!(
+        text.contains("mycopod_runs{status=\"awaiting_approval\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mycopod_runs{status=\"succeeded\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mycopod_actions{verb=\"stop\",status=\"pending\"} 2"),
+        "{text}"
+    );
     assert!(text.contains("mycopod_approvals_waiting 2"), "{text}");
-    assert!(text.contains("mycopod_reconcile_duration_seconds_bucket{le=\"0.5\"}"), "{text}");
+    assert!(
+        text.contains("mycopod_reconcile_duration_seconds_bucket{le=\"0.5\"}"),
+        "{text}"
+    );
     assert!(
         text.contains("mycopod_outside_requests_total{adapter=\"proxmox\",result=\"ok\"}"),
         "{text}"
@@ -158,7 +176,9 @@ async fn login_should_return_tokens_and_cookies_that_sign_the_user_in() {
         "{cookies:?}"
     );
     let token = answer.body["access_token"].as_str().unwrap();
-    let me = rig.call(Method::GET, "/api/v1/auth/me", Some(token), None).await;
+    let me = rig
+        .call(Method::GET, "/api/v1/auth/me", Some(token), None)
+        .await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.body["name"], "ana");
     assert_eq!(me.body["role"], "operator");
@@ -193,7 +213,8 @@ async fn login_should_lock_the_account_after_five_failures_and_unlock_after_fift
 
     rig.clock.advance(Duration::minutes(14));
     assert_eq!(rig.login("ana", PASSWORD).await.code(), "account_locked");
-    rig.clock.advance(Duration::minutes(1) + Duration::seconds(1));
+    rig.clock
+        .advance(Duration::minutes(1) + Duration::seconds(1));
     let open = rig.login("ana", PASSWORD).await;
     assert_eq!(open.status, StatusCode::OK, "{}", open.text);
     // The counter was reset: four more failures do not lock it.
@@ -222,7 +243,9 @@ async fn a_disabled_user_should_not_sign_in_and_its_tokens_should_stop_working()
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     assert_eq!(answer.body["disabled"], true);
-    let me = rig.call(Method::GET, "/api/v1/auth/me", Some(&token), None).await;
+    let me = rig
+        .call(Method::GET, "/api/v1/auth/me", Some(&token), None)
+        .await;
     assert_eq!(me.status, StatusCode::UNAUTHORIZED);
     assert_eq!(rig.login("ana", PASSWORD).await.code(), "account_disabled");
 }
@@ -243,7 +266,9 @@ async fn a_jwt_with_alg_none_should_be_refused() {
     let claims = json!({"sub": "root", "uid": user.id, "iat": 0, "exp": exp, "typ": "access"});
     for alg in ["none", "None", "NONE"] {
         let token = forge(&json!({"alg": alg, "typ": "JWT"}), &claims, "");
-        let answer = rig.call(Method::GET, "/api/v1/auth/me", Some(&token), None).await;
+        let answer = rig
+            .call(Method::GET, "/api/v1/auth/me", Some(&token), None)
+            .await;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "alg {alg}");
     }
     // HS512 with the right key is still another algorithm.
@@ -253,7 +278,9 @@ async fn a_jwt_with_alg_none_should_be_refused() {
         &jsonwebtoken::EncodingKey::from_secret(api_support::SECRET),
     )
     .unwrap();
-    let answer = rig.call(Method::GET, "/api/v1/auth/me", Some(&token), None).await;
+    let answer = rig
+        .call(Method::GET, "/api/v1/auth/me", Some(&token), None)
+        .await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -266,7 +293,9 @@ async fn a_jwt_signed_with_another_key_should_be_refused() {
     let token = other
         .issue("root", user.id, rig.clock.now(), Duration::minutes(15))
         .unwrap();
-    let answer = rig.call(Method::GET, "/api/v1/runs", Some(&token), None).await;
+    let answer = rig
+        .call(Method::GET, "/api/v1/runs", Some(&token), None)
+        .await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.code(), "invalid_token");
 }
@@ -275,10 +304,14 @@ async fn a_jwt_signed_with_another_key_should_be_refused() {
 async fn an_expired_jwt_should_be_refused() {
     let rig = rig().await;
     let token = rig.token("ana", Role::Viewer).await;
-    let answer = rig.call(Method::GET, "/api/v1/runs", Some(&token), None).await;
+    let answer = rig
+        .call(Method::GET, "/api/v1/runs", Some(&token), None)
+        .await;
     assert_eq!(answer.status, StatusCode::OK);
     rig.clock.advance(Duration::minutes(15));
-    let answer = rig.call(Method::GET, "/api/v1/runs", Some(&token), None).await;
+    let answer = rig
+        .call(Method::GET, "/api/v1/runs", Some(&token), None)
+        .await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.code(), "token_expired");
 }
@@ -440,8 +473,17 @@ async fn malformed_and_oversized_bodies_should_be_400_422_and_413_in_json() {
             Some(json!({"username": "ana"})),
         )
         .await;
-    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer.text);
-    assert!(answer.body["error"]["details"]["fields"].is_object(), "{}", answer.text);
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer.body["error"]["details"]["fields"].is_object(),
+        "{}",
+        answer.text
+    );
 
     let big = "x".repeat(4096);
     let answer = rig
@@ -507,7 +549,9 @@ async fn an_admin_should_create_and_list_users_with_field_errors_and_conflicts()
         .await;
     assert_eq!(bad_role.status, StatusCode::UNPROCESSABLE_ENTITY);
 
-    let list = rig.call(Method::GET, "/api/v1/users", Some(&admin), None).await;
+    let list = rig
+        .call(Method::GET, "/api/v1/users", Some(&admin), None)
+        .await;
     let names: Vec<&str> = list
         .body
         .as_array()
@@ -535,7 +579,9 @@ async fn an_api_key_should_be_shown_once_and_work_only_within_its_scopes_until_r
     assert!(key.starts_with("myk_"));
     let id = created.body["api_key"]["id"].as_i64().unwrap();
 
-    let list = rig.call(Method::GET, "/api/v1/api-keys", Some(&admin), None).await;
+    let list = rig
+        .call(Method::GET, "/api/v1/api-keys", Some(&admin), None)
+        .await;
     assert!(!list.text.contains(&key[4..]), "the key is never listed");
     assert_eq!(list.body[0]["scopes"], json!(["read", "trigger"]));
 
@@ -545,22 +591,38 @@ async fn an_api_key_should_be_shown_once_and_work_only_within_its_scopes_until_r
         .body(Body::empty())
         .unwrap();
     assert_eq!(rig.send(request).await.status, StatusCode::OK);
-    let answer = rig.call(Method::POST, "/api/v1/reconcile", Some(&key), None).await;
+    let answer = rig
+        .call(Method::POST, "/api/v1/reconcile", Some(&key), None)
+        .await;
     assert_eq!(answer.status, StatusCode::ACCEPTED);
     let triggers = rig.drain_triggers();
     assert_eq!(triggers.len(), 1);
     assert_eq!(triggers[0].requested_by.as_deref(), Some("key:ci"));
-    let users = rig.call(Method::GET, "/api/v1/users", Some(&key), None).await;
+    let users = rig
+        .call(Method::GET, "/api/v1/users", Some(&key), None)
+        .await;
     assert_eq!(users.status, StatusCode::FORBIDDEN);
 
     let revoked = rig
-        .call(Method::DELETE, &format!("/api/v1/api-keys/{id}"), Some(&admin), None)
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{id}"),
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(revoked.status, StatusCode::NO_CONTENT);
-    let after = rig.call(Method::GET, "/api/v1/runs", Some(&key), None).await;
+    let after = rig
+        .call(Method::GET, "/api/v1/runs", Some(&key), None)
+        .await;
     assert_eq!(after.status, StatusCode::UNAUTHORIZED);
     let twice = rig
-        .call(Method::DELETE, &format!("/api/v1/api-keys/{id}"), Some(&admin), None)
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{id}"),
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(twice.status, StatusCode::NOT_FOUND);
     let empty = rig
@@ -600,7 +662,9 @@ async fn strings_that_look_like_sql_should_be_stored_and_returned_verbatim() {
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     assert_eq!(created.body["api_key"]["name"], evil);
-    let list = rig.call(Method::GET, "/api/v1/api-keys", Some(&admin), None).await;
+    let list = rig
+        .call(Method::GET, "/api/v1/api-keys", Some(&admin), None)
+        .await;
     assert_eq!(list.body[0]["name"], evil);
 
     let (id, hash) = rig.waiting_run("c1", None, None).await;
@@ -615,7 +679,12 @@ async fn strings_that_look_like_sql_should_be_stored_and_returned_verbatim() {
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     let detail = rig
-        .call(Method::GET, &format!("/api/v1/runs/{id}"), Some(&admin), None)
+        .call(
+            Method::GET,
+            &format!("/api/v1/runs/{id}"),
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(detail.body["approvals"][0]["comment"], comment);
 
@@ -691,11 +760,19 @@ async fn a_run_should_show_its_plan_actions_and_approvals() {
     let viewer = rig.token("v", Role::Viewer).await;
     let (id, hash) = rig.waiting_run("c1", Some("someone"), None).await;
     let answer = rig
-        .call(Method::GET, &format!("/api/v1/runs/{id}"), Some(&viewer), None)
+        .call(
+            Method::GET,
+            &format!("/api/v1/runs/{id}"),
+            Some(&viewer),
+            None,
+        )
         .await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body["run"]["plan_hash"], hash);
-    assert_eq!(answer.body["run"]["plan"]["actions"][0]["diff"][0]["field"], "state");
+    assert_eq!(
+        answer.body["run"]["plan"]["actions"][0]["diff"][0]["field"],
+        "state"
+    );
     assert_eq!(answer.body["actions"][0]["verb"], "stop");
     assert_eq!(answer.body["actions"][0]["status"], "pending");
     assert_eq!(answer.body["actions"][0]["attempts"], 0);
@@ -736,7 +813,11 @@ async fn approval_should_follow_the_hash_the_policy_and_one_decision_per_user(
     let ops2 = rig.token("ops2", Role::Operator).await;
     let admin = rig.token("root", Role::Admin).await;
     let (id, hash) = rig
-        .waiting_run("c1", Some("ops"), Some(requirement(2, &["operator", "admin"], false)))
+        .waiting_run(
+            "c1",
+            Some("ops"),
+            Some(requirement(2, &["operator", "admin"], false)),
+        )
         .await;
     let stale = approve(&rig, id, &ops2, "hash-other").await;
     assert_eq!(stale.status, StatusCode::CONFLICT);
@@ -875,7 +956,9 @@ async fn a_rejection_should_end_the_run_and_an_api_key_should_never_decide() {
 async fn reconcile_should_ask_the_loop_and_say_so_when_no_loop_listens() {
     let mut rig = rig().await;
     let ops = rig.token("ops", Role::Operator).await;
-    let answer = rig.call(Method::POST, "/api/v1/reconcile", Some(&ops), None).await;
+    let answer = rig
+        .call(Method::POST, "/api/v1/reconcile", Some(&ops), None)
+        .await;
     assert_eq!(answer.status, StatusCode::ACCEPTED);
     let triggers = rig.drain_triggers();
     assert_eq!(triggers.len(), 1);
@@ -883,7 +966,9 @@ async fn reconcile_should_ask_the_loop_and_say_so_when_no_loop_listens() {
     assert_eq!(triggers[0].requested_by.as_deref(), Some("ops"));
     let (_tx, closed) = tokio::sync::mpsc::unbounded_channel();
     drop(std::mem::replace(&mut rig.triggers, closed));
-    let answer = rig.call(Method::POST, "/api/v1/reconcile", Some(&ops), None).await;
+    let answer = rig
+        .call(Method::POST, "/api/v1/reconcile", Some(&ops), None)
+        .await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -1001,7 +1086,10 @@ fn delivery(event: &str, body: &Value, signature: Option<String>) -> Request<Bod
 }
 
 fn signed(body: &Value) -> Option<String> {
-    Some(sign_sha256(WEBHOOK_SECRET.as_bytes(), body.to_string().as_bytes()))
+    Some(sign_sha256(
+        WEBHOOK_SECRET.as_bytes(),
+        body.to_string().as_bytes(),
+    ))
 }
 
 #[tokio::test]
@@ -1037,7 +1125,9 @@ async fn a_signed_push_to_the_tracked_branch_should_trigger_and_others_should_no
     assert_eq!(triggers[0].trigger, Trigger::Webhook);
 
     let elsewhere = json!({"ref": "refs/heads/feature", "after": "abc"});
-    let answer = rig.send(delivery("push", &elsewhere, signed(&elsewhere))).await;
+    let answer = rig
+        .send(delivery("push", &elsewhere, signed(&elsewhere)))
+        .await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT);
     let issue = json!({"action": "opened"});
     let answer = rig.send(delivery("issues", &issue, signed(&issue))).await;

@@ -219,6 +219,18 @@ impl Rig {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
+        if headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+        {
+            // A stream never ends; the status and headers are the answer.
+            return Answer {
+                status,
+                headers,
+                body: Value::Null,
+                text: String::new(),
+            };
+        }
         let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
             .await
             .unwrap();
