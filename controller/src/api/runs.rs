@@ -10,7 +10,7 @@
 //! anything: it records decisions and asks the loop for a reconcile.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -38,6 +38,7 @@ pub(super) fn routes(_state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(reject_run))
         .routes(routes!(reconcile))
         .routes(routes!(list_resources))
+        .routes(routes!(controller_status))
 }
 
 /// `GET /runs` query.
@@ -133,7 +134,7 @@ pub struct RunDetail {
 async fn get_run(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_any(Role::Viewer, Scope::Read)?;
     let Path(id) = id?;
@@ -187,13 +188,8 @@ fn spec_role(role: Role) -> mycopod_specs::kinds::Role {
     }
 }
 
-async fn decide(
-    state: &AppState,
-    caller: &Caller,
-    id: i64,
-    body: DecisionBody,
-    decision: Decision,
-) -> Result<Json<DecisionOutcome>, ApiError> {
+/// The caller's role if it may approve or reject at all: a user, operator or above.
+fn may_decide(caller: &Caller) -> Result<Role, ApiError> {
     let CallerKind::User { role, .. } = caller.kind else {
         return Err(ApiError::forbidden(
             "forbidden",
@@ -201,6 +197,17 @@ async fn decide(
         ));
     };
     caller.require_role(Role::Operator)?;
+    Ok(role)
+}
+
+async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    body: DecisionBody,
+    decision: Decision,
+) -> Result<Json<DecisionOutcome>, ApiError> {
+    let role = may_decide(caller)?;
     let run = state.store().get_run(id).await?;
     if run.status != RunStatus::AwaitingApproval {
         return Err(ApiError::conflict(
@@ -281,9 +288,11 @@ async fn decide(
 async fn approve_run(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
-    Body(body): Body<DecisionBody>,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Body<DecisionBody>, ApiError>,
 ) -> Result<Json<DecisionOutcome>, ApiError> {
+    may_decide(&caller)?;
+    let (Path(id), Body(body)) = (id?, body?);
     decide(&state, &caller, id, body, Decision::Approve).await
 }
 
@@ -300,9 +309,11 @@ async fn approve_run(
 async fn reject_run(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
-    Body(body): Body<DecisionBody>,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Body<DecisionBody>, ApiError>,
 ) -> Result<Json<DecisionOutcome>, ApiError> {
+    may_decide(&caller)?;
+    let (Path(id), Body(body)) = (id?, body?);
     decide(&state, &caller, id, body, Decision::Reject).await
 }
 
@@ -364,4 +375,20 @@ async fn list_resources(
     Ok(Json(
         json!({"commit": status.commit, "resources": status.resources}),
     ))
+}
+
+/// The controller's status: commit, fetch, leadership, last reconcile, resources.
+#[utoipa::path(get, path = "/api/v1/status", tag = "runs",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "the controller's status (`ControllerStatus`)", body = Object),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn controller_status(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_any(Role::Viewer, Scope::Read)?;
+    serde_json::to_value(state.control().status())
+        .map(Json)
+        .map_err(|e| ApiError::internal("serialize controller status", &e))
 }
