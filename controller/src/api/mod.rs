@@ -42,6 +42,7 @@ pub mod limits;
 mod ops;
 mod runs;
 pub mod session;
+mod status;
 mod webhook;
 
 use std::sync::{Arc, Mutex};
@@ -395,6 +396,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(runs::routes(state))
         .merge(events::routes(state))
         .merge(webhook::routes(state))
+        .merge(status::routes(state))
     // Other modules' routes, one line each:
     // .merge(telemetry::routes(state))   // devices, readings, alerts, ingest (telemetry)
     // .merge(ui::routes(state))          // `/` and the UI's assets (web UI)
