@@ -1013,7 +1013,8 @@ async fn resources_should_list_the_sync_state_from_the_controller_status() {
         .await;
     assert_eq!(status.status, StatusCode::OK);
     assert_eq!(status.body["commit"], "abc");
-    assert_eq!(status.body["resources"][1]["name"], "fm-1");
+    assert_eq!(status.body["resources"]["drift"], 1);
+    assert_eq!(status.body["resources"]["out_of_sync"], 1);
 }
 
 #[tokio::test]

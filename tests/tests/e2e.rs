@@ -255,7 +255,9 @@ async fn an_invalid_commit_should_produce_an_invalid_run_and_change_nothing() ->
             "broken",
         )?;
         demo.reconcile(&operator).await?;
-        let invalid = demo.wait_for_new_run(&operator, std::slice::from_ref(&first)).await?;
+        let invalid = demo
+            .wait_for_new_run(&operator, std::slice::from_ref(&first))
+            .await?;
         assert_eq!(invalid.status, "invalid");
         assert_eq!(invalid.commit, commit);
         let run = demo

@@ -38,7 +38,6 @@ pub(super) fn routes(_state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(reject_run))
         .routes(routes!(reconcile))
         .routes(routes!(list_resources))
-        .routes(routes!(controller_status))
 }
 
 /// `GET /runs` query.
@@ -375,20 +374,4 @@ async fn list_resources(
     Ok(Json(
         json!({"commit": status.commit, "resources": status.resources}),
     ))
-}
-
-/// The controller's status: commit, fetch, leadership, last reconcile, resources.
-#[utoipa::path(get, path = "/api/v1/status", tag = "runs",
-    security(("bearer" = []), ("api_key" = [])),
-    responses(
-        (status = 200, description = "the controller's status (`ControllerStatus`)", body = Object),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn controller_status(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Value>, ApiError> {
-    caller.require_any(Role::Viewer, Scope::Read)?;
-    serde_json::to_value(state.control().status())
-        .map(Json)
-        .map_err(|e| ApiError::internal("serialize controller status", &e))
 }
