@@ -8,7 +8,8 @@
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
-use mycopod_specs::DesiredState;
+use mycopod_adapters::llm::LlmClient;
+use mycopod_specs::{DesiredState, Loaded};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
@@ -127,6 +128,8 @@ struct Inner {
     triggers: mpsc::UnboundedSender<TriggerRequest>,
     status: RwLock<ControllerStatus>,
     desired: watch::Sender<Option<Arc<Snapshot>>>,
+    files: RwLock<Option<Arc<Loaded>>>,
+    model: RwLock<Option<LlmClient>>,
     events: EventBus,
 }
 
@@ -144,6 +147,8 @@ impl Control {
                 triggers,
                 status: RwLock::new(ControllerStatus::new(now)),
                 desired,
+                files: RwLock::new(None),
+                model: RwLock::new(None),
                 events,
             }),
         };
@@ -185,6 +190,40 @@ impl Control {
     /// The desired state last loaded, if any.
     pub fn current(&self) -> Option<Arc<Snapshot>> {
         self.inner.desired.borrow().clone()
+    }
+
+    /// The files of the commit last fetched (the inventory a translation is given).
+    pub fn files(&self) -> Option<Arc<Loaded>> {
+        match self.inner.files.read() {
+            Ok(files) => files.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Records the files of the commit last fetched.
+    pub fn set_files(&self, files: Arc<Loaded>) {
+        let mut slot = match self.inner.files.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Some(files);
+    }
+
+    /// The model that translates declarations, if one is configured.
+    pub fn model(&self) -> Option<LlmClient> {
+        match self.inner.model.read() {
+            Ok(model) => model.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Sets the model that translates declarations.
+    pub fn set_model(&self, model: Option<LlmClient>) {
+        let mut slot = match self.inner.model.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = model;
     }
 
     /// Publishes a newly loaded desired state (only commits that validated).

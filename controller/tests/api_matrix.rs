@@ -221,6 +221,27 @@ fn table(run: i64) -> Vec<(Method, &'static str, String, Option<Value>, Access)>
             None,
             READERS,
         ),
+        (
+            Method::GET,
+            "/api/v1/declarations",
+            "/api/v1/declarations".into(),
+            None,
+            READERS,
+        ),
+        (
+            Method::POST,
+            "/api/v1/declarations",
+            "/api/v1/declarations".into(),
+            Some(json!({"name": "wiki", "text": "a small wiki container"})),
+            DECIDERS,
+        ),
+        (
+            Method::GET,
+            "/api/v1/declarations/{id}",
+            "/api/v1/declarations/1".into(),
+            None,
+            READERS,
+        ),
     ]
 }
 

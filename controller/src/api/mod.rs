@@ -36,6 +36,7 @@
 
 mod admin;
 pub mod auth;
+mod declarations;
 pub mod error;
 mod events;
 pub mod limits;
@@ -397,6 +398,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(events::routes(state))
         .merge(webhook::routes(state))
         .merge(status::routes(state))
+        .merge(declarations::routes(state))
     // Other modules' routes, one line each:
     // .merge(telemetry::routes(state))   // devices, readings, alerts, ingest (telemetry)
     // .merge(ui::routes(state))          // `/` and the UI's assets (web UI)

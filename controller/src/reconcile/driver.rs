@@ -130,6 +130,7 @@ impl Driver {
             rand::random::<u32>()
         );
         control.update_status(|s| s.scope = Some(settings.run.scope.clone()));
+        control.set_model(settings.llm.clone());
         Driver {
             store,
             control,
@@ -260,6 +261,7 @@ impl Driver {
             .increment(1);
         if self.current.as_ref().map(|(c, _)| c.as_str()) != Some(commit.as_str()) {
             let loaded = self.read(&commit).await?;
+            self.control.set_files(Arc::new(loaded.clone()));
             self.current = Some((commit.as_str().to_owned(), loaded));
         }
         let now = Utc::now();
