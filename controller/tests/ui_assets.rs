@@ -113,7 +113,7 @@ fn expected_type(path: &str) -> &'static str {
 #[tokio::test]
 async fn every_asset_the_page_references_should_be_embedded_and_served_with_its_type() -> Result<()>
 {
-    let app: Router = ui::routes();
+    let app: Router = ui::routes().into();
     let index = fetch(&app, "/", None).await?;
     assert_eq!(index.status, StatusCode::OK);
     assert_eq!(
@@ -167,7 +167,7 @@ async fn every_asset_the_page_references_should_be_embedded_and_served_with_its_
 
 #[tokio::test]
 async fn every_response_should_carry_the_content_security_policy() -> Result<()> {
-    let app: Router = ui::routes();
+    let app: Router = ui::routes().into();
     for path in [
         "/",
         "/assets/app.js",
@@ -196,7 +196,7 @@ async fn every_response_should_carry_the_content_security_policy() -> Result<()>
 
 #[tokio::test]
 async fn the_page_should_have_no_inline_script_or_style() -> Result<()> {
-    let app: Router = ui::routes();
+    let app: Router = ui::routes().into();
     let index = fetch(&app, "/", None).await?;
     let html = index.body.to_lowercase();
     assert!(
@@ -223,7 +223,7 @@ async fn the_page_should_have_no_inline_script_or_style() -> Result<()> {
 
 #[tokio::test]
 async fn an_unchanged_asset_should_be_answered_with_not_modified() -> Result<()> {
-    let app: Router = ui::routes();
+    let app: Router = ui::routes().into();
     let first = fetch(&app, "/assets/app.js", None).await?;
     assert_eq!(
         first
@@ -248,7 +248,7 @@ async fn an_unchanged_asset_should_be_answered_with_not_modified() -> Result<()>
 
 #[tokio::test]
 async fn paths_outside_the_embedded_files_should_be_not_found() -> Result<()> {
-    let app: Router = ui::routes();
+    let app: Router = ui::routes().into();
     for path in [
         "/assets/nope.js",
         "/assets/../Cargo.toml",

@@ -6,15 +6,16 @@
 //! This module serves files; it must not read the disk at run time, reach the network, or
 //! touch the API's state: the page talks to `/api/v1` like any other client.
 
-use axum::Router;
+use axum::extract::Path;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY as CSP_HEADER, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
     REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The Content-Security-Policy sent with every file of the page: everything from this origin
 /// only, no inline script or style, no plugins, no framing, forms post only here.
@@ -77,25 +78,36 @@ pub fn embedded_paths() -> impl Iterator<Item = &'static str> {
     ASSETS.iter().map(|a| a.path)
 }
 
-/// The page's routes: `GET /` (the HTML shell) and `GET /assets/{*path}`. Generic over the
-/// router state so that the API's `app()` can merge them in one line.
-pub fn routes<S>() -> Router<S>
+/// The page's routes: `GET /` (the HTML shell) and `GET /assets/{*path}`, registered like
+/// the API's own (so they appear in `/openapi.json` under the `web` tag). Generic over the
+/// router state so that the API's `routes()` merges them in one line and tests can serve
+/// them without a store.
+pub fn routes<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    Router::new()
-        .route("/", get(index))
-        .route("/assets/{*path}", get(asset))
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(asset))
 }
 
+/// The web page for operators (an HTML shell that loads `/assets/app.js`).
+#[utoipa::path(get, path = "/", tag = "web",
+    responses(
+        (status = 200, description = "the web page", content_type = "text/html"),
+        (status = 304, description = "unchanged since the ETag sent in If-None-Match")))]
 async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
 }
 
-async fn asset(
-    axum::extract::Path(path): axum::extract::Path<String>,
-    headers: HeaderMap,
-) -> Response {
+/// A file of the web page (script, style sheet, icon).
+#[utoipa::path(get, path = "/assets/{*path}", tag = "web",
+    params(("path" = String, Path, description = "the file under assets/")),
+    responses(
+        (status = 200, description = "the file, with its content type"),
+        (status = 304, description = "unchanged since the ETag sent in If-None-Match"),
+        (status = 404, description = "no such file")))]
+async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     serve(&format!("assets/{path}"), &headers)
 }
 
@@ -162,9 +174,12 @@ fn with_security_headers(mut response: Response) -> Response {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
-    use std::path::Path;
 
-    fn files_under(root: &Path, dir: &Path, out: &mut BTreeSet<String>) -> std::io::Result<()> {
+    fn files_under(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut BTreeSet<String>,
+    ) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
             if path.is_dir() {
@@ -178,7 +193,7 @@ mod tests {
 
     #[test]
     fn every_file_under_controller_ui_should_be_embedded_and_nothing_else() -> std::io::Result<()> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
         let mut on_disk = BTreeSet::new();
         files_under(&root, &root, &mut on_disk)?;
         let embedded: BTreeSet<String> = embedded_paths().map(str::to_owned).collect();
