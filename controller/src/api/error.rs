@@ -250,7 +250,7 @@ impl From<PathRejection> for ApiError {
 
 /// The answer to a route that does not exist.
 pub async fn not_found_fallback() -> ApiError {
-    ApiError::not_found("no such route")
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route")
 }
 
 #[cfg(test)]
