@@ -64,16 +64,17 @@ impl PollTarget {
     }
 }
 
-/// Polls `target` once at `now`. A success is returned as values (and, after failures, the
-/// device is marked seen and online again right away); a failure is counted in the store at
-/// once, so the offline decision never waits for a batch.
+/// Polls `target` once at `now`. A success is returned as values; with `mark_seen` (the
+/// first poll, or the first after failures) the device is also marked seen and online in the
+/// store right away, while steady successes leave `last_seen` to the batch writer. A failure
+/// is counted in the store at once, so the offline decision never waits for a batch.
 ///
 /// # Errors
 /// Only store errors; a device that does not answer is a [`SampleKind::Failed`] sample.
 pub async fn poll_device(
     store: &Store,
     target: &PollTarget,
-    was_failing: bool,
+    mark_seen: bool,
     now: DateTime<Utc>,
 ) -> Result<Sample, crate::store::StoreError> {
     let device = target.name().to_owned();
@@ -88,7 +89,7 @@ pub async fn poll_device(
     };
     match result {
         Ok(values) => {
-            if was_failing {
+            if mark_seen {
                 store.record_device_seen(&device, now).await?;
             }
             let values = values
@@ -157,6 +158,7 @@ pub async fn run_poller(
     let first = target.interval.mul_f64(rand::random::<f64>());
     let mut delay = first;
     let mut failures: i64 = 0;
+    let mut mark_seen = true;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -164,7 +166,7 @@ pub async fn run_poller(
         }
         let sample = tokio::select! {
             () = cancel.cancelled() => return,
-            s = poll_device(&store, &target, failures > 0, Utc::now()) => s,
+            s = poll_device(&store, &target, mark_seen, Utc::now()) => s,
         };
         match sample {
             Ok(sample) => {
@@ -172,6 +174,7 @@ pub async fn run_poller(
                     SampleKind::Values(_) => 0,
                     SampleKind::Failed { failures, .. } => *failures,
                 };
+                mark_seen = failures > 0;
                 let sample = Arc::new(sample);
                 if sinks.writer.send(Arc::clone(&sample)).await.is_err()
                     || sinks.evaluator.send(sample).await.is_err()
