@@ -1,5 +1,6 @@
 //! The mycopod controller: planner, policies, reconcile loop, telemetry, store and HTTP API.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod control;

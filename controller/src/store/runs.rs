@@ -762,6 +762,21 @@ impl Store {
         })
     }
 
+    /// How many actions there are per verb and status (for metrics), sorted.
+    pub async fn count_actions_by_verb_and_status(
+        &self,
+    ) -> Result<Vec<(String, ActionStatus, i64)>> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, (String, ActionStatus, i64)>(
+                "SELECT verb, status, COUNT(*) FROM actions GROUP BY verb, status \
+                 ORDER BY verb, status",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(db_err("count actions by verb and status"))
+        })
+    }
+
     /// The actions of a run in plan order.
     pub async fn list_actions(&self, run_id: i64) -> Result<Vec<Action>> {
         on_pool!(self, pool => {
