@@ -42,6 +42,7 @@ pub mod limits;
 mod ops;
 mod runs;
 pub mod session;
+mod telemetry;
 mod webhook;
 
 use std::sync::{Arc, Mutex};
@@ -394,8 +395,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(runs::routes(state))
         .merge(events::routes(state))
         .merge(webhook::routes(state))
+        .merge(telemetry::routes(state))
     // Other modules' routes, one line each:
-    // .merge(telemetry::routes(state))   // devices, readings, alerts, ingest (telemetry)
     // .merge(ui::routes(state))          // `/` and the UI's assets (web UI)
 }
 

@@ -140,7 +140,9 @@ async fn get_run(
     let run = state.store().get_run(id).await?;
     let actions = state.store().list_actions(id).await?;
     let approvals = state.store().list_approvals(id).await?;
-    Ok(Json(json!({"run": run, "actions": actions, "approvals": approvals})))
+    Ok(Json(
+        json!({"run": run, "actions": actions, "approvals": approvals}),
+    ))
 }
 
 /// `POST /runs/{id}/approve` and `/reject` body.

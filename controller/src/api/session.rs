@@ -153,8 +153,8 @@ async fn login(
         Err(StoreError::NotFound { .. }) => {
             let password = request.password;
             // Same work as a real check, so timing does not tell which names exist.
-            let _ = tokio::task::spawn_blocking(move || verify_password(&password, DUMMY_PHC))
-                .await;
+            let _ =
+                tokio::task::spawn_blocking(move || verify_password(&password, DUMMY_PHC)).await;
             return Err(wrong());
         }
         Err(e) => return Err(e.into()),
@@ -242,8 +242,8 @@ fn tokens(
     };
     let mut response = Json(body).into_response();
     for cookie in [refresh_cookie, csrf_cookie] {
-        let value = HeaderValue::from_str(&cookie)
-            .map_err(|e| ApiError::internal("build cookie", &e))?;
+        let value =
+            HeaderValue::from_str(&cookie).map_err(|e| ApiError::internal("build cookie", &e))?;
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
@@ -295,9 +295,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// An optional JSON body: absent or empty is `None`.
 async fn optional_body(request: Request) -> Result<(HeaderMap, Option<RefreshRequest>), ApiError> {
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "body too large"))?;
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "body too large",
+        )
+    })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok((parts.headers, None));
     }
@@ -321,7 +325,12 @@ async fn refresh(State(state): State<AppState>, request: Request) -> Result<Resp
     let auth = &state.settings().auth;
     let new = random_hex(32);
     let expires = now + auth.refresh_ttl;
-    let invalid = || ApiError::unauthorized("invalid_refresh_token", "the refresh token is invalid or expired");
+    let invalid = || {
+        ApiError::unauthorized(
+            "invalid_refresh_token",
+            "the refresh token is invalid or expired",
+        )
+    };
     match state
         .store()
         .rotate_refresh_token(&hash_token(&token), &hash_token(&new), expires, now)
@@ -336,7 +345,10 @@ async fn refresh(State(state): State<AppState>, request: Request) -> Result<Resp
             tokens(&state, &user, new, expires, now)
         }
         RotateOutcome::Reused { user_id, .. } => {
-            tracing::warn!(user_id, "a rotated refresh token was reused; its family is revoked");
+            tracing::warn!(
+                user_id,
+                "a rotated refresh token was reused; its family is revoked"
+            );
             Err(ApiError::unauthorized(
                 "refresh_token_reused",
                 "this refresh token was already used; every session from that sign-in is revoked",
@@ -355,7 +367,11 @@ async fn refresh(State(state): State<AppState>, request: Request) -> Result<Resp
 async fn logout(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (headers, body) = optional_body(request).await?;
     let token = refresh_token_of(&headers, body)?;
-    if let Some(stored) = state.store().find_refresh_token(&hash_token(&token)).await? {
+    if let Some(stored) = state
+        .store()
+        .find_refresh_token(&hash_token(&token))
+        .await?
+    {
         state.store().revoke_refresh_family(&stored.family).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();

@@ -76,8 +76,9 @@ async fn github(
         .get("x-github-event")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let parsed = parse_webhook(event, &body)
-        .map_err(|e| ApiError::bad_request("bad_payload", format!("unreadable {event} payload: {e}")))?;
+    let parsed = parse_webhook(event, &body).map_err(|e| {
+        ApiError::bad_request("bad_payload", format!("unreadable {event} payload: {e}"))
+    })?;
     match parsed {
         WebhookEvent::Ping => Ok(Json(WebhookAnswer { status: "pong" }).into_response()),
         push if push.moves_branch(&state.settings().git_ref) => {
