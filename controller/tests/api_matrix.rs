@@ -214,6 +214,48 @@ fn table(run: i64) -> Vec<(Method, &'static str, String, Option<Value>, Access)>
             None,
             READERS,
         ),
+        (
+            Method::GET,
+            "/api/v1/devices",
+            "/api/v1/devices".into(),
+            None,
+            READERS,
+        ),
+        (
+            Method::GET,
+            "/api/v1/readings",
+            "/api/v1/readings?device=fm-1&register=flow_rate".into(),
+            None,
+            READERS,
+        ),
+        (
+            Method::GET,
+            "/api/v1/readings/summary",
+            "/api/v1/readings/summary?device=fm-1&register=flow_rate".into(),
+            None,
+            READERS,
+        ),
+        (
+            Method::POST,
+            "/api/v1/readings",
+            "/api/v1/readings".into(),
+            Some(json!([])),
+            Access::Only(&[Admin, IngestKey]),
+        ),
+        (
+            Method::GET,
+            "/api/v1/alerts",
+            "/api/v1/alerts".into(),
+            None,
+            READERS,
+        ),
+        (
+            Method::POST,
+            "/api/v1/alerts/{id}/ack",
+            "/api/v1/alerts/1/ack".into(),
+            None,
+            DECIDERS,
+        ),
         // The web page itself is public; everything it shows comes from the API above.
         (Method::GET, "/", "/".into(), None, Access::Public),
         (

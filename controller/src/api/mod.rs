@@ -43,6 +43,7 @@ mod ops;
 mod runs;
 pub mod session;
 mod status;
+mod telemetry;
 pub mod ui;
 mod webhook;
 
@@ -396,10 +397,9 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(runs::routes(state))
         .merge(events::routes(state))
         .merge(webhook::routes(state))
+        .merge(telemetry::routes(state))
         .merge(status::routes(state))
         .merge(ui::routes())
-    // Other modules' routes, one line each:
-    // .merge(telemetry::routes(state))   // devices, readings, alerts, ingest (telemetry)
 }
 
 /// The whole API: routes, `/openapi.json`, the 404 fallback, request ids, a tracing span per
