@@ -1,7 +1,8 @@
 //! The web page in a real headless Chromium (Debian's `chromium` and `chromium-driver`),
 //! driven over WebDriver: an operator signs in, opens the run waiting for approval, reads
 //! its diff, approves it, and sees it reach `succeeded` without reloading the page; a viewer
-//! sees no Approve button and the API refuses the call anyway.
+//! sees no Approve button and the API refuses the call anyway; the flow meter's chart is
+//! drawn from stored readings; an alert is acknowledged.
 //!
 //! The server is the real API (`api::app`) on a loopback socket over a real SQLite store,
 //! with runs made by the real reconcile against the Proxmox and Modbus simulators; the test
@@ -25,10 +26,10 @@ use chrono::Utc;
 use fantoccini::Locator;
 use mycopod::api::{self, ApiSettings, AppState, Clock, RateLimit};
 use mycopod::control::{Control, ResourceStatus, SyncState, TriggerRequest};
-use mycopod::model::{Role, RunStatus, Trigger};
+use mycopod::model::{AlertState, Role, RunStatus, Trigger};
 use mycopod::reconcile::observe::LiveWorld;
 use mycopod::reconcile::run::{Outcome, RunSettings, reconcile};
-use mycopod::store::{Store, hash_password};
+use mycopod::store::{Reading, Store, hash_password};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -126,6 +127,49 @@ fn publish_status(control: &Control, commit: &str, outcome: &str) {
     });
 }
 
+/// A day of readings of the flow meter, one a minute (what its poller would have stored),
+/// and an open low-flow alert on it.
+async fn record_telemetry(store: &Store) -> Result<()> {
+    let now = Utc::now();
+    let mut readings = Vec::new();
+    for minute in 0..(24 * 60) {
+        let time = now - chrono::Duration::minutes(minute);
+        let phase = f64::from(u32::try_from(minute).unwrap_or(0)) / 90.0;
+        readings.push(Reading {
+            device: "fm-1".into(),
+            register: "flow_rate".into(),
+            time,
+            value: 4.0 + 1.5 * phase.sin() - if minute < 20 { 2.5 } else { 0.0 },
+        });
+        readings.push(Reading {
+            device: "fm-1".into(),
+            register: "cutoff".into(),
+            time,
+            value: 0.75,
+        });
+    }
+    store
+        .insert_readings(&readings)
+        .await
+        .context("store readings")?;
+    store
+        .record_device_seen("fm-1", now)
+        .await
+        .context("mark fm-1 seen")?;
+    store
+        .open_alert(
+            "low-flow",
+            "fm-1",
+            AlertState::Firing,
+            "warning",
+            Some(1.4),
+            now,
+        )
+        .await
+        .context("open an alert")?;
+    Ok(())
+}
+
 fn screenshot_dir() -> Option<PathBuf> {
     std::env::var_os("MYCOPOD_SCREENSHOT_DIR").map(PathBuf::from)
 }
@@ -191,6 +235,7 @@ async fn scenario() -> Result<()> {
     add_user(&rig.store, OPERATOR, Role::Operator).await?;
     add_user(&rig.store, VIEWER, Role::Viewer).await?;
     add_user(&rig.store, ADMIN, Role::Admin).await?;
+    record_telemetry(&rig.store).await?;
     let (base, control, mut triggers) = serve(&rig.store).await?;
     publish_status(&control, "c0ffee1", &format!("waiting run {run_id}"));
 
@@ -274,6 +319,50 @@ async fn scenario() -> Result<()> {
     browser.client.goto(&format!("{base}/#/resources")).await?;
     browser.wait_for_text("main table", "fm-1").await?;
     shot(&browser, "resources").await?;
+
+    // The flow meter's chart is drawn from the summary endpoint, with data in it.
+    browser
+        .client
+        .goto(&format!("{base}/#/devices?range=day"))
+        .await?;
+    browser
+        .wait_for("section[data-device='fm-1'] figure[data-register='flow_rate'] svg.chart")
+        .await?;
+    let points = page_value(
+        &browser,
+        "Number(document.querySelector(\"figure[data-register='flow_rate'] svg.chart\")\
+         .dataset.points)",
+    )
+    .await?;
+    assert!(
+        points.as_f64().is_some_and(|n| n >= 90.0),
+        "a day in 15-minute buckets draws about 96 points, got {points}"
+    );
+    let path = page_value(
+        &browser,
+        "document.querySelector(\"figure[data-register='flow_rate'] path.line\")\
+         .getAttribute('d').length",
+    )
+    .await?;
+    assert!(path.as_f64().is_some_and(|n| n > 100.0), "a line is drawn");
+    shot(&browser, "devices").await?;
+
+    // The open alert, acknowledged by the operator.
+    browser.client.goto(&format!("{base}/#/alerts")).await?;
+    browser.wait_for_text("main table", "low-flow").await?;
+    shot(&browser, "alerts").await?;
+    browser
+        .client
+        .find(Locator::Css("tr[data-alert] button"))
+        .await?
+        .click()
+        .await?;
+    browser.wait_for_text("main table", OPERATOR.0).await?;
+    let alerts = rig.store.list_alerts(None, 10).await?;
+    assert_eq!(
+        alerts.first().and_then(|a| a.acknowledged_by.as_deref()),
+        Some(OPERATOR.0)
+    );
     browser.close().await?;
 
     // A newer commit waits again; the viewer sees it but has no Approve button.
