@@ -16,9 +16,10 @@ function niceTicks(lo, hi, count) {
   const raw = (hi - lo) / count;
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((st) => st >= raw) || raw;
-  const start = Math.floor(lo / step) * step;
-  const ticks = [];
-  for (let v = start; v <= hi + step * 0.5; v += step) ticks.push(Number(v.toFixed(10)));
+  const ticks = [Math.floor(lo / step) * step];
+  // Up to the first tick at or above the highest value, so that nothing is drawn off the top.
+  while (ticks[ticks.length - 1] < hi) ticks.push(Number((ticks[ticks.length - 1] + step).toFixed(10)));
+  if (ticks.length < 2) ticks.push(Number((ticks[0] + step).toFixed(10)));
   return ticks;
 }
 
@@ -79,7 +80,9 @@ export function lineChart(buckets, from, to, label) {
         s("text", { x: PAD.left - 6, y: f(y(v) + 4), "text-anchor": "end" }, num(v)),
       ),
     ),
-    xTicks.map((t) => s("text", { x: f(x(t)), y: H - 8, "text-anchor": "middle" }, clock(t, t1 - t0))),
+    xTicks.map((t, i) =>
+      s("text", { x: f(x(t)), y: H - 8, "text-anchor": i === 0 ? "start" : i === xTicks.length - 1 ? "end" : "middle" }, clock(t, t1 - t0)),
+    ),
     s("line", { class: "axis", x1: PAD.left, x2: PAD.left, y1: PAD.top, y2: H - PAD.bottom }),
     s("line", { class: "axis", x1: PAD.left, x2: W - PAD.right, y1: H - PAD.bottom, y2: H - PAD.bottom }),
     s("path", { class: "band", d: band }),

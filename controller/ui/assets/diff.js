@@ -42,7 +42,7 @@ function changeRow(c) {
       null,
       impact === "live"
         ? h("span", { class: "muted" }, IMPACT_TEXT.live)
-        : h("span", { class: "restart" }, badge(impact, { title: IMPACT_TEXT[impact] || words(impact) }), " ", IMPACT_TEXT[impact] || ""),
+        : h("span", { class: "badge restart", "data-state": impact }, IMPACT_TEXT[impact] || words(impact)),
     ),
   );
 }

@@ -11,14 +11,14 @@ export function follows() {
   return true;
 }
 
-async function section(heading, id, load) {
+async function section(heading, id, load, wide) {
   let body;
   try {
     body = await load();
   } catch (err) {
     body = errorBox(`Could not load ${heading.toLowerCase()}`, err);
   }
-  return h("section", { class: "card", "aria-labelledby": id }, h("h2", { id }, heading), body);
+  return h("section", { class: wide ? "card wide" : "card", "aria-labelledby": id }, h("h2", { id }, heading), body);
 }
 
 function controller(status) {
@@ -95,7 +95,7 @@ export async function render(main) {
           ),
         ),
       );
-    }),
+    }, true),
   ]);
   main.append(h("h1", null, "Overview"), h("div", { class: "grid" }, boxes));
 }

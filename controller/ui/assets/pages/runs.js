@@ -197,10 +197,9 @@ async function renderRun(main, id) {
     ),
   );
 
-  if (run.status === "awaiting_approval") {
-    if (can("operator")) main.append(decisionForm(run));
-    else main.append(notice("info", "This run waits for an operator's approval."));
-  }
+  const deciding = run.status === "awaiting_approval" && can("operator");
+  if (deciding) main.append(notice("warn", "This run waits for your decision: read the plan below, then approve or reject it."));
+  else if (run.status === "awaiting_approval") main.append(notice("info", "This run waits for an operator's approval."));
 
   main.append(h("h2", { id: "plan-title" }, `Plan (${actions.length} action${actions.length === 1 ? "" : "s"})`));
   if (run.status === "invalid" && !actions.length) {
@@ -210,6 +209,8 @@ async function renderRun(main, id) {
   } else {
     main.append(h("div", { id: "plan", "aria-labelledby": "plan-title" }, actions.map(actionBlock)));
   }
+
+  if (deciding) main.append(decisionForm(run));
 
   main.append(h("h2", null, "Approvals"));
   if (!approvals.length) {
