@@ -374,6 +374,10 @@ async fn scenario() -> Result<()> {
     };
     let viewer = Browser::start(390, 844).await?;
     sign_in(&viewer, &base, VIEWER).await?;
+    // A reload keeps the session: the page renews its in-memory token with the HttpOnly
+    // refresh cookie and the CSRF header.
+    viewer.client.refresh().await?;
+    viewer.wait_for_text("#account .who", VIEWER.0).await?;
     viewer
         .client
         .goto(&format!("{base}/#/runs/{second}"))

@@ -85,7 +85,22 @@ function onEvent(event) {
   if (!follows) return;
   // Events come in bursts (a run and each of its actions); redraw once per burst.
   clearTimeout(redraw);
-  redraw = setTimeout(() => draw(false), 150);
+  redraw = setTimeout(redrawUnlessTyping, 150);
+}
+
+/** Redraws the page, but not under someone typing: then once they leave the field. */
+function redrawUnlessTyping() {
+  const active = document.activeElement;
+  const typing =
+    active && main.contains(active) && (active.tagName === "TEXTAREA" || (active.tagName === "INPUT" && active.value !== ""));
+  if (!typing) {
+    draw(false);
+    return;
+  }
+  active.addEventListener("blur", () => {
+    clearTimeout(redraw);
+    redraw = setTimeout(redrawUnlessTyping, 150);
+  }, { once: true });
 }
 
 function signInForm(message) {
