@@ -38,10 +38,15 @@ function controller(status) {
   ];
 }
 
+/** Resources by sync state, from `{state: count}` (the status) or a list of resources. */
 function syncCounts(resources) {
-  if (!resources.length) return h("p", { class: "muted" }, "Nothing declared yet.");
   const counts = new Map();
-  for (const r of resources) counts.set(r.sync, (counts.get(r.sync) || 0) + 1);
+  if (Array.isArray(resources)) {
+    for (const r of resources) counts.set(r.sync, (counts.get(r.sync) || 0) + 1);
+  } else {
+    for (const [state, n] of Object.entries(resources || {})) if (n) counts.set(state, n);
+  }
+  if (!counts.size) return h("p", { class: "muted" }, "Nothing declared yet.");
   return h(
     "ul",
     { class: "counts" },
