@@ -39,7 +39,14 @@ const INGEST_BATCHES: usize = 30;
 fn sim_def(i: usize) -> DeviceDef {
     let mut d = DeviceDef::tcp(format!("dev-{i:03}"), "127.0.0.1", 0);
     d.registers = (0..REGISTERS)
-        .map(|r| RegisterDef::new(format!("reg-{r:02}"), Table::Holding, (r * 2) as u16, DataType::F32))
+        .map(|r| {
+            RegisterDef::new(
+                format!("reg-{r:02}"),
+                Table::Holding,
+                (r * 2) as u16,
+                DataType::F32,
+            )
+        })
         .collect();
     d
 }
@@ -69,7 +76,11 @@ fn run_simulators() {
         // Parent closes our stdin when it is done.
         tokio::task::spawn_blocking(|| {
             let mut line = String::new();
-            while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
+            while std::io::stdin()
+                .read_line(&mut line)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
         })
         .await
         .unwrap();
@@ -154,8 +165,10 @@ async fn bench_polling(dir: &tempfile::TempDir) {
         desired: Arc::new(desired),
         loaded_at: Utc::now(),
     });
-    let settings =
-        TelemetrySettings::from_config(&mycopod::config::TelemetryConfig::default(), Default::default());
+    let settings = TelemetrySettings::from_config(
+        &mycopod::config::TelemetryConfig::default(),
+        Default::default(),
+    );
     let shutdown = CancellationToken::new();
     let handle = mycopod::telemetry::spawn(
         store.clone(),
@@ -241,7 +254,13 @@ async fn bench_ingest(dir: &tempfile::TempDir) {
     settings.rate_limits.ingest = RateLimit::new(Duration::from_micros(1), 1_000_000);
     let key = mycopod::api::auth::new_api_key();
     store
-        .create_api_key("bench", &hash_token(&key), &[Scope::Ingest], "bench", Utc::now())
+        .create_api_key(
+            "bench",
+            &hash_token(&key),
+            &[Scope::Ingest],
+            "bench",
+            Utc::now(),
+        )
         .await
         .unwrap();
     let router = app(AppState::with_settings(
