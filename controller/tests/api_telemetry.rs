@@ -64,7 +64,7 @@ impl Api {
         });
         let mut settings = ApiSettings::new(&[7u8; 32]).unwrap();
         settings.body_limit_bytes = BODY_LIMIT;
-        let mut token = |name: &'static str, role: Role| {
+        let token = |name: &'static str, role: Role| {
             let store = store.clone();
             let keys = settings.auth.keys.clone();
             async move {
@@ -79,7 +79,7 @@ impl Api {
         };
         let operator = token("olga", Role::Operator).await;
         let viewer = token("victor", Role::Viewer).await;
-        let mut key = |name: &'static str, scopes: Vec<Scope>| {
+        let key = |name: &'static str, scopes: Vec<Scope>| {
             let store = store.clone();
             async move {
                 let key = new_api_key();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use mycopod_adapters::modbus::translate::device_def;
-use mycopod_adapters::modbus::{DeviceDef, ModbusClient, ModbusError};
+use mycopod_adapters::modbus::{DeviceDef, ModbusClient};
 use mycopod_adapters::proxmox::client::{Auth, ClientConfig, ProxmoxClient, Tls};
 use mycopod_adapters::proxmox::propstring::parse_tags;
 use mycopod_specs::DesiredState;
@@ -179,7 +179,11 @@ pub struct ObserveProblem {
 impl LiveWorld {
     /// Clients for what `desired` declares; secrets are resolved from `env` and files now.
     pub fn new(desired: &DesiredState, env: &BTreeMap<String, String>) -> LiveWorld {
-        LiveWorld::build(desired, env, |def| ModbusClient::new(def).map(Arc::new))
+        LiveWorld::build(desired, env, |def| {
+            ModbusClient::new(def)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
     }
 
     /// As [`LiveWorld::new`], but the Modbus clients come from the registry telemetry polls
@@ -189,13 +193,15 @@ impl LiveWorld {
         env: &BTreeMap<String, String>,
         clients: &DeviceClients,
     ) -> LiveWorld {
-        LiveWorld::build(desired, env, |def| clients.client(def))
+        LiveWorld::build(desired, env, |def| {
+            clients.client(def).map_err(|e| e.to_string())
+        })
     }
 
     fn build(
         desired: &DesiredState,
         env: &BTreeMap<String, String>,
-        modbus: impl Fn(DeviceDef) -> Result<Arc<ModbusClient>, ModbusError>,
+        modbus: impl Fn(DeviceDef) -> Result<Arc<ModbusClient>, String>,
     ) -> LiveWorld {
         let clusters = desired
             .clusters
@@ -216,7 +222,7 @@ impl LiveWorld {
             .iter()
             .map(|d| {
                 let name = d.name().as_str();
-                let client = modbus(device_def(name, &d.spec)).map_err(|e| e.to_string());
+                let client = modbus(device_def(name, &d.spec));
                 (name.to_owned(), client)
             })
             .collect();

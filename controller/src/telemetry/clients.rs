@@ -37,7 +37,7 @@ impl DeviceClients {
     ///
     /// # Errors
     /// [`ModbusError::Plan`] when the registers cannot be read as declared.
-    pub fn client(&self, def: DeviceDef) -> Result<Arc<ModbusClient>, ModbusError> {
+    pub fn client(&self, def: DeviceDef) -> Result<Arc<ModbusClient>, Box<ModbusError>> {
         let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(existing) = map.get(&def.name)
             && existing.device() == &def
@@ -45,7 +45,7 @@ impl DeviceClients {
             return Ok(Arc::clone(existing));
         }
         let name = def.name.clone();
-        let client = Arc::new(ModbusClient::with_options(def, self.options)?);
+        let client = Arc::new(ModbusClient::with_options(def, self.options).map_err(Box::new)?);
         map.insert(name, Arc::clone(&client));
         Ok(client)
     }
