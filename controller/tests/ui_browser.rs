@@ -8,6 +8,11 @@
 //! with runs made by the real reconcile against the Proxmox and Modbus simulators; the test
 //! plays the reconcile loop's part (it reconciles when the API asks for it).
 //!
+//! A second test does the operator's part against `mycopod demo` itself (the binary, its
+//! simulators and its own reconcile loop): approve the waiting run and watch the demo apply
+//! it. (The device chart is checked in the first test: `serve` does not start the telemetry
+//! pollers yet, so the demo stores no readings.)
+//!
 //! With `MYCOPOD_SCREENSHOT_DIR` set, the test also saves screenshots of the main pages there
 //! (`docs/screenshots/` is made that way). The tests are `#[ignore]`d: they need Chromium, and
 //! fail loudly, naming the packages, when it is missing.
@@ -431,5 +436,114 @@ async fn scenario() -> Result<()> {
     admin.wait_for_text("main table", OPERATOR.0).await?;
     shot(&admin, "audit").await?;
     admin.close().await?;
+    Ok(())
+}
+
+/// A running `mycopod demo` in a temp folder; killed when dropped.
+struct Demo {
+    url: String,
+    credentials: serde_json::Value,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    async fn start() -> Result<Demo> {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mycopod"))
+            .arg("demo")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("MYCOPOD_LOG", "warn")
+            .env_remove("MYCOPOD_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start mycopod demo")?;
+        let stdout = child.stdout.take().context("the demo's stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.trim().strip_prefix("API and web page:") {
+                    return Ok::<_, anyhow::Error>(rest.trim().trim_end_matches('/').to_owned());
+                }
+            }
+            bail!("the demo exited before it said where it listens")
+        })
+        .await
+        .context("the demo did not come up in time")??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let path = data.join("demo-credentials.json");
+        let credentials = serde_json::from_str(
+            &std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?,
+        )
+        .context("parse demo-credentials.json")?;
+        Ok(Demo {
+            url,
+            credentials,
+            _child: child,
+            _dir: dir,
+        })
+    }
+
+    fn password(&self, user: &str) -> Result<String> {
+        self.credentials["users"]
+            .as_array()
+            .and_then(|users| users.iter().find(|u| u["name"] == user))
+            .and_then(|u| u["password"].as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("no demo user {user} in demo-credentials.json"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs chromium"]
+async fn an_operator_should_approve_the_demos_waiting_run_and_watch_the_demo_apply_it() -> Result<()>
+{
+    tokio::time::timeout(Duration::from_secs(300), demo_scenario())
+        .await
+        .context("the demo scenario did not finish in time")?
+}
+
+async fn demo_scenario() -> Result<()> {
+    let browser = Browser::start(1280, 900).await?;
+    let demo = Demo::start().await?;
+    let password = demo.password("operator")?;
+    sign_in(&browser, &demo.url, ("operator", &password)).await?;
+
+    // The demo's first commit waits: its setpoint writes need an operator.
+    let first = browser
+        .wait_for_within("#ov-waiting + ul a", Duration::from_secs(60))
+        .await?;
+    first.click().await?;
+    browser
+        .wait_for_text("#run-status", "awaiting approval")
+        .await?;
+    browser.wait_for_text("#plan", "setpoints.").await?;
+    browser
+        .client
+        .execute("window.__sameDocument = true; return null;", vec![])
+        .await?;
+    browser
+        .client
+        .find(Locator::Css("#approve"))
+        .await?
+        .click()
+        .await?;
+    // The demo's own loop applies it to its simulators.
+    browser
+        .wait_for_text_within("#run-status", "succeeded", Duration::from_secs(120))
+        .await?;
+    assert_eq!(
+        page_value(&browser, "window.__sameDocument === true").await?,
+        json!(true),
+        "the status changed without a reload"
+    );
+
+    browser.close().await?;
     Ok(())
 }

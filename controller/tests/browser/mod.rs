@@ -115,6 +115,15 @@ impl Browser {
             .set_window_size(width, height)
             .await
             .context("size the window")?;
+        // The waits run as async scripts in the page; give them more than any bound we use.
+        client
+            .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+                Some(Duration::from_secs(300)),
+                Some(Duration::from_secs(60)),
+                None,
+            ))
+            .await
+            .context("set the script timeout")?;
         Ok(Browser { client, driver })
     }
 
@@ -131,6 +140,12 @@ impl Browser {
     /// Waits until the element matching `css` shows `text` (the page redraws on its own):
     /// a MutationObserver in the page answers as soon as it does, without polling.
     pub async fn wait_for_text(&self, css: &str, text: &str) -> Result<()> {
+        self.wait_for_text_within(css, text, WAIT).await
+    }
+
+    /// [`Browser::wait_for_text`] with a bound of its own (for work that takes a while, such
+    /// as a reconcile applying a run).
+    pub async fn wait_for_text_within(&self, css: &str, text: &str, bound: Duration) -> Result<()> {
         let script = "const [css, text, done] = arguments; \
             const ok = () => { const el = document.querySelector(css); \
                                return Boolean(el && el.textContent.includes(text)); }; \
@@ -139,7 +154,7 @@ impl Browser {
             seen.observe(document.documentElement, \
                 {subtree: true, childList: true, characterData: true, attributes: true});";
         let found = tokio::time::timeout(
-            WAIT,
+            bound,
             self.client
                 .execute_async(script, vec![json!(css), json!(text)]),
         )
@@ -160,6 +175,20 @@ impl Browser {
                 bail!("{css} never showed {text:?}; it shows {now}")
             }
         }
+    }
+
+    /// Waits until an element matching `css` exists, up to `bound`.
+    pub async fn wait_for_within(
+        &self,
+        css: &str,
+        bound: Duration,
+    ) -> Result<fantoccini::elements::Element> {
+        self.client
+            .wait()
+            .at_most(bound)
+            .for_element(Locator::Css(css))
+            .await
+            .with_context(|| format!("wait for {css}"))
     }
 
     /// Whether an element matching `css` exists now.

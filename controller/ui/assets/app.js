@@ -29,6 +29,7 @@ const announcer = document.getElementById("announcer");
 let stopEvents = null;
 let current = null; // {entry, params}
 let redraw = null;
+let ticker = null; // redraws pages that follow no event (readings) every `refreshEvery` ms
 
 /** `#/runs/12?status=failed` -> {name: "runs", rest: ["12"], query: URLSearchParams}. */
 function parseHash() {
@@ -139,6 +140,7 @@ async function draw(moveFocus) {
   drawNav();
   if (!currentUser()) {
     current = null;
+    clearInterval(ticker);
     document.title = "Sign in · mycopod";
     replace(main, signInForm());
     main.querySelector("#username").focus();
@@ -147,11 +149,17 @@ async function draw(moveFocus) {
   const entry = PAGES.find((p) => p.path === name);
   if (!entry) {
     current = null;
+    clearInterval(ticker);
     replace(main, h("h1", { tabindex: "-1" }, "Not found"), h("p", null, h("a", { href: "#/" }, "Back to the overview")));
     return;
   }
   const params = { rest, query };
+  const sameEntry = current && current.entry === entry;
   current = { entry, params };
+  if (!sameEntry) {
+    clearInterval(ticker);
+    ticker = entry.page.refreshEvery ? setInterval(redrawUnlessTyping, entry.page.refreshEvery) : null;
+  }
   const focused = moveFocus ? null : document.activeElement && document.activeElement.id;
   const scroll = window.scrollY;
   const fresh = h("div");

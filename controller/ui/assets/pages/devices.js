@@ -7,6 +7,9 @@ import { badge, errorBox, h, notice, num, table, time } from "../dom.js";
 
 export const title = "Devices";
 
+/** Readings arrive without events: redraw every 15 s while the page is open. */
+export const refreshEvery = 15000;
+
 const RANGES = {
   hour: { ms: 3600 * 1000, bucket: "1m", label: "Last hour" },
   day: { ms: 24 * 3600 * 1000, bucket: "15m", label: "Last day" },
