@@ -197,6 +197,12 @@ onSession((user) => {
 
 window.addEventListener("hashchange", route);
 
+// The skip link moves focus to the content; as a plain `#main` link it would be a route.
+document.querySelector("a.skip").addEventListener("click", (e) => {
+  e.preventDefault();
+  main.focus();
+});
+
 // Resume a session from the refresh cookie, if there is one; otherwise show the sign-in.
 refresh().then((ok) => {
   if (!ok) draw(true);
