@@ -1,0 +1,205 @@
+//! Crash safety of `mycopod serve`: the process is killed with SIGKILL while it applies a run,
+//! started again, and must converge with no guest created twice in the simulator's request log
+//! and every action of the interrupted run accounted for.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mycopod::model::{ActionStatus, RunStatus};
+use mycopod::store::{RunFilter, Store};
+use mycopod_adapters::proxmox::sim::{SimConfig, SimHandle, SimStatus};
+
+const GUESTS: [(u32, &str); 3] = [(301, "alpha"), (302, "beta"), (303, "gamma")];
+
+fn declarations(pve: &str) -> String {
+    let mut yaml = format!(
+        "apiVersion: mycopod/v1\nkind: ProxmoxCluster\nmetadata: {{name: home}}\nspec:\n  \
+         endpoint: {pve}\n  auth: {{tokenId: \"mycopod@pve!gitops\", secretEnv: PVE_TOKEN}}\n  \
+         defaultNode: pve1\n"
+    );
+    for (vmid, name) in GUESTS {
+        yaml.push_str(&format!(
+            "---\napiVersion: mycopod/v1\nkind: Guest\nmetadata: {{name: {name}}}\nspec:\n  \
+             cluster: home\n  type: lxc\n  vmid: {vmid}\n  state: running\n  \
+             ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\n  cores: 1\n  \
+             memory: 256MiB\n  rootfs: {{storage: local-lvm, size: 2G}}\n"
+        ));
+    }
+    yaml
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+fn serve(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mycopod"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("PVE_TOKEN", "tok-secret")
+        .env("MYCOPOD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits up to 90 s, checking every 50 ms.
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn create_requests(pve: &SimHandle, vmid: u32) -> usize {
+    pve.requests()
+        .iter()
+        .filter(|r| {
+            r.method == "POST"
+                && r.path.ends_with("/lxc")
+                && r.form("vmid").as_deref() == Some(&vmid.to_string())
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_serve_killed_while_applying_should_converge_without_creating_anything_twice() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        // Slow tasks, so the kill lands while a create is in flight.
+        let pve = SimHandle::start(SimConfig {
+            task_duration: Duration::from_millis(1500),
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+        std::fs::write(repo.join("site.yaml"), declarations(&pve.base_url())).unwrap();
+        git(&repo, &["add", "--all"]);
+        git(&repo, &["commit", "--quiet", "-m", "three containers"]);
+        let db = dir.path().join("m.db");
+        let config = dir.path().join("mycopod.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "database_url = \"sqlite://{}\"\nrepo = \"{}\"\ncache_dir = \"{}\"\n\
+                 listen = \"127.0.0.1:0\"\npoll_interval = \"1s\"\n\
+                 jwt_secret = \"crash-test-secret-of-at-least-32-bytes\"\n",
+                db.display(),
+                repo.display(),
+                dir.path().join("cache").display()
+            ),
+        )
+        .unwrap();
+
+        let mut first = serve(&config);
+        // Kill it once the first create has reached the simulator (its task still runs).
+        wait_until("the first create request", || async {
+            GUESTS
+                .iter()
+                .any(|(vmid, _)| create_requests(&pve, *vmid) > 0)
+        })
+        .await;
+        first.kill().unwrap(); // SIGKILL
+        first.wait().unwrap();
+        let created_before: Vec<usize> = GUESTS
+            .iter()
+            .map(|(v, _)| create_requests(&pve, *v))
+            .collect();
+        assert!(
+            created_before.iter().sum::<usize>() < GUESTS.len(),
+            "killed before every create was sent: {created_before:?}"
+        );
+
+        let store = Store::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let interrupted = store.list_runs(&RunFilter::default()).await.unwrap().runs;
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(
+            interrupted[0].status,
+            RunStatus::Applying,
+            "killed mid-apply"
+        );
+        let interrupted_id = interrupted[0].id;
+
+        let mut second = serve(&config);
+        wait_until("every guest created and running", || async {
+            GUESTS.iter().all(|(vmid, _)| {
+                pve.guest(*vmid)
+                    .is_some_and(|g| g.status == SimStatus::Running)
+            })
+        })
+        .await;
+        wait_until("the controller to record the outcome", || async {
+            let runs = store.list_runs(&RunFilter::default()).await.unwrap().runs;
+            runs.iter().any(|r| r.status == RunStatus::Succeeded)
+        })
+        .await;
+        second.kill().unwrap();
+        second.wait().unwrap();
+
+        // No guest was created twice.
+        for (vmid, name) in GUESTS {
+            assert_eq!(
+                create_requests(&pve, vmid),
+                1,
+                "{name} ({vmid}) created once"
+            );
+        }
+        // The interrupted run is closed and none of its actions is lost or left running.
+        let run = store.get_run(interrupted_id).await.unwrap();
+        assert_eq!(run.status, RunStatus::Superseded, "{:?}", run.error);
+        let actions = store.list_actions(interrupted_id).await.unwrap();
+        assert_eq!(
+            actions.len(),
+            GUESTS.len() * 2,
+            "create and start per guest"
+        );
+        for action in &actions {
+            assert!(
+                matches!(
+                    action.status,
+                    ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::Skipped
+                ),
+                "{} ended {:?}",
+                action.key,
+                action.status
+            );
+            if action.status != ActionStatus::Succeeded {
+                assert!(action.last_error.is_some(), "{} says why", action.key);
+            }
+        }
+        assert!(
+            actions.iter().any(|a| a.status == ActionStatus::Failed
+                && a.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("interrupted"))),
+            "the action in flight is recorded as interrupted: {actions:#?}"
+        );
+        store.close().await;
+    })
+    .await
+    .expect("the crash test finishes in time");
+}
