@@ -272,6 +272,13 @@ fn table(run: i64) -> Vec<(Method, &'static str, String, Option<Value>, Access)>
             None,
             READERS,
         ),
+        (
+            Method::GET,
+            "/api/v1/status",
+            "/api/v1/status".into(),
+            None,
+            READERS,
+        ),
     ]
 }
 
@@ -343,6 +350,35 @@ async fn every_principal_should_get_exactly_the_routes_its_role_or_scopes_allow(
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_forbidden_caller_should_get_403_before_its_body_is_looked_at() {
+    let rig = rig().await;
+    let viewer = rig.token("viewer", Role::Viewer).await;
+    let answer = rig
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(&viewer),
+            Some(json!({"x": 1})),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text);
+    let answer = rig
+        .call(
+            Method::POST,
+            "/api/v1/runs/1/approve",
+            Some(&viewer),
+            Some(json!([])),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text);
+    let answer = rig
+        .call(Method::DELETE, "/api/v1/runs", Some(&viewer), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.code(), "method_not_allowed");
 }
 
 /// (METHOD, path) of every operation in the served OpenAPI document.

@@ -781,6 +781,11 @@ async fn a_run_should_show_its_plan_actions_and_approvals() {
         .call(Method::GET, "/api/v1/runs/9999", Some(&viewer), None)
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let not_an_id = rig
+        .call(Method::GET, "/api/v1/runs/abc", Some(&viewer), None)
+        .await;
+    assert_eq!(not_an_id.status, StatusCode::BAD_REQUEST);
+    assert_eq!(not_an_id.code(), "bad_path");
 }
 
 async fn approve(rig: &Rig, id: i64, token: &str, hash: &str) -> api_support::Answer {
@@ -1003,6 +1008,13 @@ async fn resources_should_list_the_sync_state_from_the_controller_status() {
     assert_eq!(answer.body["resources"][0]["sync"], "out_of_sync");
     assert_eq!(answer.body["resources"][0]["details"][0], "cores: 2 -> 4");
     assert_eq!(answer.body["resources"][1]["sync"], "drift");
+    let status = rig
+        .call(Method::GET, "/api/v1/status", Some(&viewer), None)
+        .await;
+    assert_eq!(status.status, StatusCode::OK);
+    assert_eq!(status.body["commit"], "abc");
+    assert_eq!(status.body["resources"]["drift"], 1);
+    assert_eq!(status.body["resources"]["out_of_sync"], 1);
 }
 
 #[tokio::test]

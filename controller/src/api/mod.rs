@@ -64,6 +64,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use auth::{Caller, CallerKind};
 pub use error::ApiError;
 pub use limits::{RateLimit, RateLimits};
+pub use session::Body;
 
 use crate::config::Config;
 use crate::control::Control;
@@ -428,6 +429,7 @@ pub fn app(state: AppState) -> Router {
     router
         .layer(axum::Extension(openapi))
         .fallback(error::not_found_fallback)
+        .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(state.settings().body_limit_bytes))
         .layer(axum::middleware::from_fn(ops::count_requests))
         .layer(cors)
