@@ -209,13 +209,6 @@ fn table(run: i64) -> Vec<(Method, &'static str, String, Option<Value>, Access)>
         ),
         (
             Method::GET,
-            "/api/v1/status",
-            "/api/v1/status".into(),
-            None,
-            READERS,
-        ),
-        (
-            Method::GET,
             "/api/v1/devices",
             "/api/v1/devices".into(),
             None,
