@@ -189,17 +189,12 @@ async fn shot(browser: &Browser, name: &str) -> Result<()> {
 async fn sign_in(browser: &Browser, base: &str, (name, password): (&str, &str)) -> Result<()> {
     browser.client.goto(&format!("{base}/")).await?;
     browser.wait_for("#username").await?.send_keys(name).await?;
+    // With the keyboard only: the password, then Enter submits the form.
     browser
         .client
         .find(Locator::Css("#password"))
         .await?
-        .send_keys(password)
-        .await?;
-    browser
-        .client
-        .find(Locator::Css("form.signin button[type=submit]"))
-        .await?
-        .click()
+        .send_keys(&format!("{password}\u{E007}"))
         .await?;
     browser.wait_for_text("#account .who", name).await
 }
