@@ -365,3 +365,74 @@ async fn a_run_interrupted_while_applying_should_converge_without_repeating_what
     })
     .await;
 }
+
+/// Containers `vmids`, created and started without approval.
+fn containers(pve: &str, vmids: &[u32]) -> String {
+    let mut yaml = format!(
+        "apiVersion: mycopod/v1\nkind: ProxmoxCluster\nmetadata: {{name: home}}\nspec:\n  \
+         endpoint: {pve}\n  auth: {{tokenId: \"mycopod@pve!gitops\", secretEnv: PVE_TOKEN}}\n  \
+         defaultNode: pve1\n"
+    );
+    for vmid in vmids {
+        yaml.push_str(&format!(
+            "---\napiVersion: mycopod/v1\nkind: Guest\nmetadata: {{name: ct{vmid}}}\nspec:\n  \
+             cluster: home\n  type: lxc\n  vmid: {vmid}\n  state: running\n  \
+             ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\n  \
+             memory: 256MiB\n  rootfs: {{storage: local-lvm, size: 2G}}\n"
+        ));
+    }
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn actions_of_one_phase_should_run_side_by_side_up_to_the_bound() {
+    within(async {
+        for (bound, expect_parallel) in [(1usize, false), (4, true)] {
+            let rig = Rig::start().await;
+            rig.pve.set_task_duration(Duration::from_millis(200));
+            rig.pve.set_latency(Duration::from_millis(30));
+            let vmids = [401, 402, 403, 404, 405, 406];
+            let yaml = containers(&rig.pve.base_url(), &vmids);
+            let desired = support::desired(&yaml);
+            let world = LiveWorld::new(&desired, &rig.env);
+            let mut s = settings();
+            s.concurrency = bound;
+            let loaded = mycopod_specs::load_str("site.yaml", &yaml);
+            let (outcome, _) = reconcile(
+                &rig.store,
+                &world,
+                &s,
+                "c1",
+                &loaded,
+                Trigger::Poll,
+                None,
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+            let Outcome::Applied { status, .. } = outcome else {
+                panic!("creates and starts apply without approval: {outcome:?}")
+            };
+            assert_eq!(status, RunStatus::Succeeded);
+            for vmid in vmids {
+                let guest = rig.pve.guest(vmid).expect("created");
+                assert_eq!(guest.status, SimStatus::Running, "started after its create");
+            }
+            // How many requests were in flight while each create was answered.
+            let peak = rig
+                .pve
+                .requests()
+                .iter()
+                .filter(|r| r.method == "POST" && r.path.ends_with("/lxc"))
+                .map(|r| r.in_flight)
+                .max()
+                .unwrap_or(0);
+            if expect_parallel {
+                assert!(peak > 1, "bound {bound}: creates overlapped (peak {peak})");
+            } else {
+                assert_eq!(peak, 1, "bound 1 runs one action at a time");
+            }
+        }
+    })
+    .await;
+}

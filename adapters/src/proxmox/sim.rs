@@ -207,6 +207,8 @@ pub struct RequestRecord {
     pub body: String,
     /// Status answered.
     pub status: u16,
+    /// How many requests (this one included) the simulator was handling when it answered.
+    pub in_flight: usize,
 }
 
 impl RequestRecord {
@@ -561,8 +563,10 @@ async fn handle(
             }
         }
     };
+    let in_flight = st.in_flight;
     st.in_flight = st.in_flight.saturating_sub(1);
     st.requests.push(RequestRecord {
+        in_flight,
         method: method.to_string(),
         path: decoded_path,
         query,

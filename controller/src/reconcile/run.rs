@@ -17,7 +17,7 @@ use super::apply::ApplyError;
 use super::observe::{LiveWorld, ObserveProblem};
 use super::queue::backoff;
 use crate::model::{ActionStatus, RunStatus, Trigger};
-use crate::plan::{Options, Planned, plan};
+use crate::plan::{Action, Options, Planned, plan};
 use crate::policy::{Requirement, expires_at, requirements_for_plan, run_requirement};
 use crate::store::{ActionUpdate, NewAction, NewRun, RunSummary, Store, StoreError};
 
@@ -37,6 +37,8 @@ pub struct RunSettings {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_cap: Duration,
+    /// How many actions of one phase run at once.
+    pub concurrency: usize,
     /// Whether a drift run (the world moved away from an unchanged commit) may apply without
     /// approval where the policies allow it. Off: every drift run waits for one approval.
     pub self_heal: bool,
@@ -54,6 +56,7 @@ impl RunSettings {
             attempts: 4,
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(30),
+            concurrency: 4,
             self_heal: false,
             drift: false,
         }
@@ -453,103 +456,70 @@ async fn apply_run(
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     let mut succeeded = 0usize;
     let mut stop = false;
-    for (action, row) in planned.plan.actions.iter().zip(&stored) {
-        let blocked = action.depends_on.iter().any(|d| failed.contains(d));
-        if stop || blocked {
-            let why = if stop {
-                "not run: the run stopped after a conflict"
-            } else {
-                "not run: an action it depends on failed"
-            };
-            store
-                .transition_action(
-                    row.id,
-                    ActionStatus::Pending,
-                    ActionStatus::Skipped,
-                    &ActionUpdate {
-                        error: Some(why.to_owned()),
-                        external_ref: None,
-                    },
-                    Utc::now(),
-                )
-                .await?;
-            failed.insert(action.key.clone());
-            continue;
-        }
-        let mut from = ActionStatus::Pending;
-        let mut attempt = 0u32;
-        let result = loop {
-            attempt += 1;
-            store
-                .transition_action(
-                    row.id,
-                    from,
-                    ActionStatus::Running,
-                    &ActionUpdate::default(),
-                    Utc::now(),
-                )
-                .await?;
-            let result = world
-                .apply(
-                    desired,
-                    observed,
-                    action,
-                    Some(store),
-                    &planned.plan.commit,
-                    Utc::now(),
-                )
-                .await;
-            match result {
-                Err(e) if e.is_transient() && !e.is_conflict() && attempt < settings.attempts => {
-                    tracing::warn!(action = %action.key, attempt, error = %e, "transient failure, retrying");
-                    store
-                        .transition_action(
-                            row.id,
-                            ActionStatus::Running,
-                            ActionStatus::Pending,
-                            &ActionUpdate {
-                                error: Some(e.to_string()),
-                                external_ref: None,
-                            },
-                            Utc::now(),
-                        )
-                        .await?;
-                    from = ActionStatus::Pending;
-                    tokio::time::sleep(backoff(settings.retry_base, settings.retry_cap, attempt))
-                        .await;
-                }
-                other => break other,
-            }
-        };
-        match result {
-            Ok(_) => {
-                succeeded += 1;
+    let pairs: Vec<(&Action, &crate::store::Action)> =
+        planned.plan.actions.iter().zip(&stored).collect();
+    for phase in phases(&pairs) {
+        // Actions of one phase run side by side, up to the concurrency bound, unless one of
+        // them waits for another of the same phase.
+        let mut ready = Vec::new();
+        for &(action, row) in phase {
+            let blocked = action.depends_on.iter().any(|d| failed.contains(d));
+            if stop || blocked {
+                let why = if stop {
+                    "not run: the run stopped after a conflict"
+                } else {
+                    "not run: an action it depends on failed"
+                };
                 store
                     .transition_action(
                         row.id,
-                        ActionStatus::Running,
-                        ActionStatus::Succeeded,
-                        &ActionUpdate::default(),
-                        Utc::now(),
-                    )
-                    .await?;
-            }
-            Err(e) => {
-                stop |= e.is_conflict();
-                failed.insert(action.key.clone());
-                errors.insert(action.key.clone(), describe(&e));
-                store
-                    .transition_action(
-                        row.id,
-                        ActionStatus::Running,
-                        ActionStatus::Failed,
+                        ActionStatus::Pending,
+                        ActionStatus::Skipped,
                         &ActionUpdate {
-                            error: Some(describe(&e)),
+                            error: Some(why.to_owned()),
                             external_ref: None,
                         },
                         Utc::now(),
                     )
                     .await?;
+                failed.insert(action.key.clone());
+            } else {
+                ready.push((action, row));
+            }
+        }
+        let keys: BTreeSet<&str> = ready.iter().map(|(a, _)| a.key.as_str()).collect();
+        let chained = ready
+            .iter()
+            .any(|(a, _)| a.depends_on.iter().any(|d| keys.contains(d.as_str())));
+        let width = if chained {
+            1
+        } else {
+            settings.concurrency.max(1)
+        };
+        let permits = tokio::sync::Semaphore::new(width);
+        let mut work = Vec::with_capacity(ready.len());
+        for (action, row) in ready {
+            let permits = &permits;
+            work.push(async move {
+                // A closed semaphore is impossible here (it is never closed); run anyway.
+                let _permit = permits.acquire().await.ok();
+                let outcome = execute(
+                    store, world, settings, desired, observed, planned, action, row,
+                )
+                .await?;
+                Ok::<_, StoreError>((action.key.clone(), outcome))
+            });
+        }
+        let results = futures::future::join_all(work).await;
+        for result in results {
+            let (key, outcome) = result?;
+            match outcome {
+                Ok(()) => succeeded += 1,
+                Err(e) => {
+                    stop |= e.is_conflict();
+                    errors.insert(key.clone(), describe(&e));
+                    failed.insert(key);
+                }
             }
         }
     }
@@ -616,6 +586,109 @@ async fn apply_run(
         verified,
         failed: errors,
     })
+}
+
+/// Consecutive actions of the same phase: database-held configuration (upserts, then
+/// removals), guests created, configured, powered, device writes, deletions. The plan is
+/// already in this order; grouping keeps it while letting one phase run side by side.
+fn phases<'a, T>(pairs: &'a [(&Action, T)]) -> Vec<&'a [(&'a Action, T)]> {
+    fn rank(action: &Action) -> u8 {
+        use crate::plan::Verb;
+        match (action.resource.kind.is_database_held(), action.verb) {
+            (true, Verb::Remove) => 1,
+            (true, _) => 0,
+            (false, Verb::Create) => 2,
+            (false, Verb::Update) => 3,
+            (false, Verb::Start | Verb::Stop) => 4,
+            (false, Verb::Write) => 5,
+            (false, _) => 6,
+        }
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=pairs.len() {
+        if i == pairs.len() || rank(pairs[i].0) != rank(pairs[start].0) {
+            out.push(&pairs[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
+/// Runs one action: marks it running, applies it, retries transient errors with backoff,
+/// and records the end. The outer error is the database's; the inner one the action's.
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    store: &Store,
+    world: &LiveWorld,
+    settings: &RunSettings,
+    desired: &DesiredState,
+    observed: &crate::plan::Observed,
+    planned: &Planned,
+    action: &Action,
+    row: &crate::store::Action,
+) -> Result<Result<(), ApplyError>, StoreError> {
+    let mut from = ActionStatus::Pending;
+    let mut attempt = 0u32;
+    let result = loop {
+        attempt += 1;
+        store
+            .transition_action(
+                row.id,
+                from,
+                ActionStatus::Running,
+                &ActionUpdate::default(),
+                Utc::now(),
+            )
+            .await?;
+        let result = world
+            .apply(
+                desired,
+                observed,
+                action,
+                Some(store),
+                &planned.plan.commit,
+                Utc::now(),
+            )
+            .await;
+        match result {
+            Err(e) if e.is_transient() && !e.is_conflict() && attempt < settings.attempts => {
+                tracing::warn!(action = %action.key, attempt, error = %e, "transient failure, retrying");
+                store
+                    .transition_action(
+                        row.id,
+                        ActionStatus::Running,
+                        ActionStatus::Pending,
+                        &ActionUpdate {
+                            error: Some(e.to_string()),
+                            external_ref: None,
+                        },
+                        Utc::now(),
+                    )
+                    .await?;
+                from = ActionStatus::Pending;
+                tokio::time::sleep(backoff(settings.retry_base, settings.retry_cap, attempt)).await;
+            }
+            other => break other,
+        }
+    };
+    let (to, error) = match &result {
+        Ok(_) => (ActionStatus::Succeeded, None),
+        Err(e) => (ActionStatus::Failed, Some(describe(e))),
+    };
+    store
+        .transition_action(
+            row.id,
+            ActionStatus::Running,
+            to,
+            &ActionUpdate {
+                error,
+                external_ref: None,
+            },
+            Utc::now(),
+        )
+        .await?;
+    Ok(result.map(|_| ()))
 }
 
 fn describe(e: &ApplyError) -> String {
