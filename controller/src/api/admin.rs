@@ -90,9 +90,10 @@ async fn list_users(
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
-    Body(request): Body<NewUserRequest>,
+    request: Result<Body<NewUserRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require_role(Role::Admin)?;
+    let Body(request) = request?;
     let mut problems = Vec::new();
     if !valid_name(&request.name) {
         problems.push((
@@ -141,9 +142,10 @@ async fn update_user(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    Body(request): Body<UpdateUserRequest>,
+    request: Result<Body<UpdateUserRequest>, ApiError>,
 ) -> Result<Json<UserInfo>, ApiError> {
     caller.require_role(Role::Admin)?;
+    let Body(request) = request?;
     if request.disabled && name == caller.name {
         return Err(ApiError::conflict(
             "cannot_disable_self",
@@ -245,9 +247,10 @@ async fn list_api_keys(
 async fn create_api_key(
     State(state): State<AppState>,
     caller: Caller,
-    Body(request): Body<NewApiKeyRequest>,
+    request: Result<Body<NewApiKeyRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require_role(Role::Admin)?;
+    let Body(request) = request?;
     let mut problems = Vec::new();
     if request.name.trim().is_empty() || request.name.chars().count() > 100 {
         problems.push(("name", "1 to 100 characters".to_owned()));
@@ -295,9 +298,10 @@ async fn create_api_key(
 async fn revoke_api_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_role(Role::Admin)?;
+    let Path(id) = id?;
     if state
         .store()
         .revoke_api_key(id, &caller.name, state.now())

@@ -248,9 +248,18 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+/// The answer to a known path asked with a method it does not serve.
+pub async fn method_not_allowed_fallback() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not serve that method",
+    )
+}
+
 /// The answer to a route that does not exist.
 pub async fn not_found_fallback() -> ApiError {
-    ApiError::not_found("no such route")
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route")
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub mod limits;
 mod ops;
 mod runs;
 pub mod session;
+mod status;
 mod telemetry;
 mod webhook;
 
@@ -62,6 +63,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use auth::{Caller, CallerKind};
 pub use error::ApiError;
 pub use limits::{RateLimit, RateLimits};
+pub use session::Body;
 
 use crate::config::Config;
 use crate::control::Control;
@@ -395,6 +397,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(runs::routes(state))
         .merge(events::routes(state))
         .merge(webhook::routes(state))
+        .merge(status::routes(state))
         .merge(telemetry::routes(state))
     // Other modules' routes, one line each:
     // .merge(ui::routes(state))          // `/` and the UI's assets (web UI)
@@ -426,6 +429,7 @@ pub fn app(state: AppState) -> Router {
     router
         .layer(axum::Extension(openapi))
         .fallback(error::not_found_fallback)
+        .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(state.settings().body_limit_bytes))
         .layer(axum::middleware::from_fn(ops::count_requests))
         .layer(cors)

@@ -10,7 +10,7 @@
 //! anything: it records decisions and asks the loop for a reconcile.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -133,7 +133,7 @@ pub struct RunDetail {
 async fn get_run(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_any(Role::Viewer, Scope::Read)?;
     let Path(id) = id?;
@@ -187,13 +187,8 @@ fn spec_role(role: Role) -> mycopod_specs::kinds::Role {
     }
 }
 
-async fn decide(
-    state: &AppState,
-    caller: &Caller,
-    id: i64,
-    body: DecisionBody,
-    decision: Decision,
-) -> Result<Json<DecisionOutcome>, ApiError> {
+/// The caller's role if it may approve or reject at all: a user, operator or above.
+fn may_decide(caller: &Caller) -> Result<Role, ApiError> {
     let CallerKind::User { role, .. } = caller.kind else {
         return Err(ApiError::forbidden(
             "forbidden",
@@ -201,6 +196,17 @@ async fn decide(
         ));
     };
     caller.require_role(Role::Operator)?;
+    Ok(role)
+}
+
+async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    body: DecisionBody,
+    decision: Decision,
+) -> Result<Json<DecisionOutcome>, ApiError> {
+    let role = may_decide(caller)?;
     let run = state.store().get_run(id).await?;
     if run.status != RunStatus::AwaitingApproval {
         return Err(ApiError::conflict(
@@ -281,9 +287,11 @@ async fn decide(
 async fn approve_run(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
-    Body(body): Body<DecisionBody>,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Body<DecisionBody>, ApiError>,
 ) -> Result<Json<DecisionOutcome>, ApiError> {
+    may_decide(&caller)?;
+    let (Path(id), Body(body)) = (id?, body?);
     decide(&state, &caller, id, body, Decision::Approve).await
 }
 
@@ -300,9 +308,11 @@ async fn approve_run(
 async fn reject_run(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
-    Body(body): Body<DecisionBody>,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Body<DecisionBody>, ApiError>,
 ) -> Result<Json<DecisionOutcome>, ApiError> {
+    may_decide(&caller)?;
+    let (Path(id), Body(body)) = (id?, body?);
     decide(&state, &caller, id, body, Decision::Reject).await
 }
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 pub mod apply;
 pub mod plan;
 pub mod schema;
+pub mod serve;
 pub mod store_cmds;
 pub mod translate;
 pub mod validate;
@@ -54,6 +55,11 @@ pub enum Command {
     /// Turn a request in plain words into declarations with the configured model (exit 0
     /// translated, 1 the answers do not validate or the model failed, 2 usage or configuration).
     Translate(translate::Args),
+    /// Run the controller: the reconcile loop, telemetry and the HTTP API.
+    Serve(serve::Args),
+    /// Run the whole job on this machine against simulators: a Proxmox VE simulator, Modbus
+    /// simulators, a Git repository and SQLite in the data folder.
+    Demo(crate::demo::Args),
 }
 
 /// Exit code: success.
@@ -107,6 +113,8 @@ pub fn main() -> ExitCode {
             Command::Plan(args) => plan::run(&config, &args).await,
             Command::Apply(args) => apply::run(&config, &args).await,
             Command::Translate(args) => translate::run(&config, &args).await,
+            Command::Serve(args) => serve::run(&config, &args).await,
+            Command::Demo(args) => serve::demo(&args, cli.database_url.clone()).await,
             Command::Migrate => store_cmds::migrate(&db).await,
             Command::User(cmd) => store_cmds::user(&db, cmd).await,
             Command::Audit(cmd) => store_cmds::audit(&db, cmd).await,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use mycopod_adapters::modbus::ModbusError;
 use mycopod_adapters::modbus::translate::setpoint_value;
-use mycopod_adapters::proxmox::compare::{compare, update_for};
+use mycopod_adapters::proxmox::compare::{CreateSource, compare, update_for};
 use mycopod_adapters::proxmox::error::ProxmoxError;
 use mycopod_adapters::proxmox::translate::desired_guest;
 use mycopod_specs::DesiredState;
@@ -277,6 +277,16 @@ impl LiveWorld {
                 let mut want = desired_guest(name, &g.spec, vmid, default_node)
                     .map_err(|e| precondition(e.to_string()))?;
                 if action.verb == Verb::Create {
+                    // A template on another node is cloned there, with `target` set to ours.
+                    if let CreateSource::Clone { from, node, .. } = &mut want.source
+                        && let Some(template) = observed
+                            .clusters
+                            .get(&cluster)
+                            .and_then(|c| c.guests.get(from))
+                        && template.node != want.node
+                    {
+                        *node = Some(template.node.clone());
+                    }
                     client.create_guest(&want).await.map_err(proxmox)?;
                     record_owned(store, &cluster, &want, now, &key).await?;
                     return Ok(Applied::default());

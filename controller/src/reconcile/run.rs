@@ -6,7 +6,7 @@
 //! can never both apply one run. What is applied is exactly what was approved: an approved run
 //! whose plan hash no longer matches a fresh plan is superseded, never applied.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -37,6 +37,12 @@ pub struct RunSettings {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_cap: Duration,
+    /// Whether a drift run (the world moved away from an unchanged commit) may apply without
+    /// approval where the policies allow it. Off: every drift run waits for one approval.
+    pub self_heal: bool,
+    /// Whether this reconcile is for a commit already reconciled, so that any change it finds
+    /// is drift (the loop sets it; a `Trigger::Drift` reconcile is drift too).
+    pub drift: bool,
 }
 
 impl RunSettings {
@@ -48,6 +54,8 @@ impl RunSettings {
             attempts: 4,
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(30),
+            self_heal: false,
+            drift: false,
         }
     }
 }
@@ -89,8 +97,23 @@ pub enum ReconcileError {
     },
 }
 
+/// Everything one reconcile found out, for the controller status.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// What it did.
+    pub outcome: Outcome,
+    /// What it could not observe.
+    pub problems: Vec<ObserveProblem>,
+    /// The checked desired state (absent when the commit did not validate).
+    pub desired: Option<DesiredState>,
+    /// The last plan made: after applying, the plan of a fresh observation (empty when
+    /// everything took effect).
+    pub planned: Option<Planned>,
+    /// Actions that failed or did not verify: action key -> why.
+    pub failed: BTreeMap<String, String>,
+}
+
 /// Reconciles `loaded` (the declarations of `commit`) once.
-#[tracing::instrument(skip_all, fields(scope = %settings.scope, commit = %commit))]
 #[allow(clippy::too_many_arguments)]
 pub async fn reconcile(
     store: &Store,
@@ -102,6 +125,33 @@ pub async fn reconcile(
     requested_by: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(Outcome, Vec<ObserveProblem>), ReconcileError> {
+    let report = reconcile_report(
+        store,
+        world,
+        settings,
+        commit,
+        loaded,
+        trigger,
+        requested_by,
+        now,
+    )
+    .await?;
+    Ok((report.outcome, report.problems))
+}
+
+/// [`reconcile`], returning everything it found out.
+#[tracing::instrument(skip_all, fields(scope = %settings.scope, commit = %commit, trigger = %trigger))]
+#[allow(clippy::too_many_arguments)]
+pub async fn reconcile_report(
+    store: &Store,
+    world: &LiveWorld,
+    settings: &RunSettings,
+    commit: &str,
+    loaded: &Loaded,
+    trigger: Trigger,
+    requested_by: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Reconciled, ReconcileError> {
     let scope = settings.scope.as_str();
     let db = |source| ReconcileError::Store {
         scope: scope.to_owned(),
@@ -123,7 +173,13 @@ pub async fn reconcile(
             )
             .await
             .map_err(db)?;
-            return Ok((Outcome::Invalid { run_id }, Vec::new()));
+            return Ok(Reconciled {
+                outcome: Outcome::Invalid { run_id },
+                problems: Vec::new(),
+                desired: None,
+                planned: None,
+                failed: BTreeMap::new(),
+            });
         }
     };
 
@@ -137,18 +193,21 @@ pub async fn reconcile(
         .map_err(db)?;
     for run in &approved {
         if run.plan_hash == hash.as_str() && run.commit_sha == commit {
-            let status = apply_run(
+            let applied = apply_run(
                 store, world, settings, run.id, &desired, &observed, &planned, now,
             )
             .await
             .map_err(db)?;
-            return Ok((
-                Outcome::Applied {
+            return Ok(Reconciled {
+                outcome: Outcome::Applied {
                     run_id: run.id,
-                    status,
+                    status: applied.status,
                 },
                 problems,
-            ));
+                desired: Some(desired),
+                planned: Some(applied.verified),
+                failed: applied.failed,
+            });
         }
         store
             .transition_run(
@@ -180,17 +239,34 @@ pub async fn reconcile(
                 .await
                 .map_err(db)?;
         }
-        return Ok((Outcome::InSync, problems));
+        return Ok(Reconciled {
+            outcome: Outcome::InSync,
+            problems,
+            desired: Some(desired),
+            planned: Some(planned),
+            failed: BTreeMap::new(),
+        });
     }
     if let Some(same) = waiting
         .iter()
         .find(|r| r.plan_hash == hash.as_str() && r.commit_sha == commit)
     {
-        return Ok((Outcome::Waiting { run_id: same.id }, problems));
+        return Ok(Reconciled {
+            outcome: Outcome::Waiting { run_id: same.id },
+            problems,
+            desired: Some(desired),
+            planned: Some(planned),
+            failed: BTreeMap::new(),
+        });
     }
 
     let requirements = requirements_for_plan(&desired, &planned.plan);
-    let run_needs = run_requirement(&requirements);
+    let mut run_needs = run_requirement(&requirements);
+    let is_drift = trigger == Trigger::Drift || settings.drift;
+    if is_drift && !settings.self_heal && run_needs.approvals == 0 {
+        // Without selfHeal, correcting drift is a decision for a person.
+        run_needs.approvals = 1;
+    }
     let status = if run_needs.approvals == 0 {
         RunStatus::Approved
     } else {
@@ -229,14 +305,38 @@ pub async fn reconcile(
         .await
         .map_err(db)?;
     if status == RunStatus::Approved && run_needs.window_open(now) {
-        let status = apply_run(
+        let applied = apply_run(
             store, world, settings, run_id, &desired, &observed, &planned, now,
         )
         .await
         .map_err(db)?;
-        return Ok((Outcome::Applied { run_id, status }, problems));
+        return Ok(Reconciled {
+            outcome: Outcome::Applied {
+                run_id,
+                status: applied.status,
+            },
+            problems,
+            desired: Some(desired),
+            planned: Some(applied.verified),
+            failed: applied.failed,
+        });
     }
-    Ok((Outcome::Waiting { run_id }, problems))
+    Ok(Reconciled {
+        outcome: Outcome::Waiting { run_id },
+        problems,
+        desired: Some(desired),
+        planned: Some(planned),
+        failed: BTreeMap::new(),
+    })
+}
+
+/// What applying a run did.
+struct AppliedRun {
+    status: RunStatus,
+    /// The plan of the observation made after applying.
+    verified: Planned,
+    /// Action key -> why it failed or did not verify.
+    failed: BTreeMap<String, String>,
 }
 
 /// The plan as stored with a run: the plan itself (whose canonical JSON the hash covers) plus
@@ -339,13 +439,18 @@ async fn apply_run(
     observed: &crate::plan::Observed,
     planned: &Planned,
     now: DateTime<Utc>,
-) -> Result<RunStatus, StoreError> {
+) -> Result<AppliedRun, StoreError> {
     if !store.claim_run(run_id, CONTROLLER, now).await? {
         // Another replica (or a concurrent reconcile) won the claim.
-        return Ok(RunStatus::Applying);
+        return Ok(AppliedRun {
+            status: RunStatus::Applying,
+            verified: planned.clone(),
+            failed: BTreeMap::new(),
+        });
     }
     let stored = store.list_actions(run_id).await?;
     let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut errors: BTreeMap<String, String> = BTreeMap::new();
     let mut succeeded = 0usize;
     let mut stop = false;
     for (action, row) in planned.plan.actions.iter().zip(&stored) {
@@ -432,6 +537,7 @@ async fn apply_run(
             Err(e) => {
                 stop |= e.is_conflict();
                 failed.insert(action.key.clone());
+                errors.insert(action.key.clone(), describe(&e));
                 store
                     .transition_action(
                         row.id,
@@ -447,18 +553,53 @@ async fn apply_run(
             }
         }
     }
+    // Verify: observe again and plan; an action that succeeded but whose resource still
+    // differs in the same way did not take effect (a guest not in its power state, a setpoint
+    // that does not read back).
+    let (after, _) = world.observe(desired, Some(store)).await;
+    let verified = crate::plan::plan(&planned.plan.commit, desired, &after, settings.options);
+    let mut unverified = Vec::new();
+    for action in &planned.plan.actions {
+        if failed.contains(&action.key) {
+            continue;
+        }
+        if let Some(still) = verified.plan.actions.iter().find(|a| a.key == action.key) {
+            let fields: Vec<&str> = still.changes.iter().map(|c| c.field.as_str()).collect();
+            let why = if fields.is_empty() {
+                format!("applied, but {} still shows as needed", action.key)
+            } else {
+                format!(
+                    "applied, but {} still differs after applying: {}",
+                    action.resource,
+                    fields.join(", ")
+                )
+            };
+            tracing::warn!(action = %action.key, "{why}");
+            errors.insert(action.key.clone(), why);
+            unverified.push(action.key.clone());
+            succeeded = succeeded.saturating_sub(1);
+            failed.insert(action.key.clone());
+        }
+    }
     let status = match (succeeded, failed.len()) {
         (_, 0) => RunStatus::Succeeded,
         (0, _) => RunStatus::Failed,
         _ => RunStatus::PartiallyFailed,
     };
     let error = (!failed.is_empty()).then(|| {
-        format!(
+        let mut text = format!(
             "{} of {} action(s) did not succeed: {}",
             failed.len(),
             planned.plan.actions.len(),
             failed.iter().cloned().collect::<Vec<_>>().join(", ")
-        )
+        );
+        if !unverified.is_empty() {
+            text.push_str(&format!(
+                " (not verified after applying: {})",
+                unverified.join(", ")
+            ));
+        }
+        text
     });
     store
         .transition_run(
@@ -470,7 +611,11 @@ async fn apply_run(
             Utc::now(),
         )
         .await?;
-    Ok(status)
+    Ok(AppliedRun {
+        status,
+        verified,
+        failed: errors,
+    })
 }
 
 fn describe(e: &ApplyError) -> String {

@@ -1,0 +1,575 @@
+//! The loop around [`super::run::reconcile_report`]: triggers (poll timer, drift timer,
+//! webhook, manual, an approval) feed the [`WorkQueue`]; one reconcile of the scope runs at a
+//! time; failures back off exponentially with a cap; every reconcile updates the controller
+//! status. Only the leader reconciles: a PostgreSQL advisory lock, or on SQLite a lease in the
+//! database, so two `serve` processes never apply at once.
+//!
+//! What a reconcile does is decided in `run.rs`; this module decides *when*, and keeps the last
+//! good desired state when a fetch fails.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mycopod_adapters::git::{CommitId, GitAuth, GitSource};
+use mycopod_adapters::github::{CommitState, GitHub, RepoRef};
+use mycopod_specs::Loaded;
+use tokio::sync::{mpsc, watch};
+
+use super::observe::LiveWorld;
+use super::queue::{Requeue, WorkQueue, backoff};
+use super::run::{Outcome, Reconciled, RunSettings, reconcile_report, recover_interrupted};
+use super::status::resource_statuses;
+use crate::control::{Control, Snapshot, TriggerRequest};
+use crate::events::Event;
+use crate::model::{RunStatus, Trigger};
+use crate::store::{LeaderLock, Store};
+
+/// Why the scope was queued. Ordered by precedence: the most explicit reason names the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    /// The poll timer: fetch, and reconcile if the commit moved or approved work waits.
+    Poll,
+    /// The drift timer: observe and plan against the current commit.
+    Drift,
+    /// A run became approved: apply it.
+    Approved,
+    /// A retry after a failed reconcile.
+    Retry,
+    /// A push reported by the GitHub webhook.
+    Webhook,
+    /// An operator or API key asked.
+    Manual,
+}
+
+/// Settings of the loop.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    /// The run lifecycle (scope, pruning, retries, selfHeal).
+    pub run: RunSettings,
+    /// The repository: a local path or a Git URL.
+    pub repo: String,
+    /// The ref to follow.
+    pub git_ref: String,
+    /// Sub-folder holding the declarations.
+    pub path: String,
+    /// Where the Git cache lives.
+    pub cache_dir: PathBuf,
+    /// Credentials for the remote.
+    pub git_auth: GitAuth,
+    /// How often the source is fetched.
+    pub poll_interval: Duration,
+    /// How often the world is compared with an unchanged commit; zero turns it off.
+    pub drift_interval: Duration,
+    /// First backoff after a failed reconcile; doubles up to `backoff_cap`.
+    pub backoff_base: Duration,
+    /// Longest backoff.
+    pub backoff_cap: Duration,
+    /// How long a SQLite leadership lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// Environment for secrets referenced by declarations.
+    pub env: BTreeMap<String, String>,
+    /// Commit statuses on GitHub, when configured.
+    pub github: Option<(GitHub, RepoRef)>,
+}
+
+impl LoopSettings {
+    /// The scope name of a repository and ref.
+    pub fn scope_of(repo: &str, git_ref: &str) -> String {
+        format!("{repo}@{git_ref}")
+    }
+}
+
+/// The advisory lock key of a scope (stable across processes and versions).
+pub fn leader_key(scope: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("mycopod-leader:{scope}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+enum Leadership {
+    None,
+    Advisory(LeaderLock),
+    Lease,
+}
+
+/// The loop's state between reconciles: the source, the last good commit, the clients.
+pub struct Driver {
+    store: Store,
+    control: Control,
+    settings: LoopSettings,
+    source: GitSource,
+    holder: String,
+    leadership: Leadership,
+    /// The last commit fetched that could be read, and its files.
+    current: Option<(String, Loaded)>,
+    /// The commit the last finished reconcile was for.
+    reconciled: Option<String>,
+    /// The clients, rebuilt when the declared clusters or devices change.
+    world: Option<(String, Arc<LiveWorld>)>,
+    failures: u32,
+}
+
+impl Driver {
+    /// A driver for `settings`; nothing is fetched until the first reconcile.
+    pub fn new(store: Store, control: Control, settings: LoopSettings) -> Driver {
+        let source = GitSource::new(&settings.repo, &settings.cache_dir)
+            .with_auth(settings.git_auth.clone());
+        let holder = format!(
+            "{}:{}:{}",
+            hostname(),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        control.update_status(|s| s.scope = Some(settings.run.scope.clone()));
+        Driver {
+            store,
+            control,
+            settings,
+            source,
+            holder,
+            leadership: Leadership::None,
+            current: None,
+            reconciled: None,
+            world: None,
+            failures: 0,
+        }
+    }
+
+    /// Takes, keeps or loses the reconcile leadership; returns whether this process leads.
+    /// On becoming leader, runs left `applying` by a previous leader are closed.
+    pub async fn ensure_leadership(&mut self) -> bool {
+        let now = Utc::now();
+        let scope = self.settings.run.scope.clone();
+        let was = !matches!(self.leadership, Leadership::None);
+        let is_postgres = self.store.backend_name() == "postgres";
+        let leads = match &mut self.leadership {
+            Leadership::Advisory(lock) => lock.is_alive().await,
+            _ if is_postgres => {
+                match self.store.try_advisory_leadership(leader_key(&scope)).await {
+                    Ok(Some(lock)) => {
+                        self.leadership = Leadership::Advisory(lock);
+                        true
+                    }
+                    Ok(None) => false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "leadership: advisory lock");
+                        false
+                    }
+                }
+            }
+            _ => {
+                let ttl = chrono::Duration::from_std(self.settings.lease_ttl)
+                    .unwrap_or(chrono::Duration::seconds(15));
+                match self
+                    .store
+                    .try_acquire_lease(&format!("reconcile:{scope}"), &self.holder, now + ttl, now)
+                    .await
+                {
+                    Ok(true) => {
+                        self.leadership = Leadership::Lease;
+                        true
+                    }
+                    Ok(false) => false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "leadership: lease");
+                        false
+                    }
+                }
+            }
+        };
+        if !leads {
+            self.leadership = Leadership::None;
+        }
+        if leads && !was {
+            tracing::info!(scope = %scope, holder = %self.holder, "took the reconcile leadership");
+            match recover_interrupted(&self.store, &scope, now).await {
+                Ok(closed) if !closed.is_empty() => {
+                    tracing::warn!(runs = ?closed, "closed runs interrupted by a restart; planning again");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "recover interrupted runs"),
+            }
+            // Start from the commit recorded by the previous leader, so an unchanged commit
+            // after a restart counts as drift, not as new.
+            self.reconciled = self
+                .store
+                .get_setting(&reconciled_key(&scope))
+                .await
+                .ok()
+                .flatten();
+        }
+        if was && !leads {
+            tracing::warn!(scope = %scope, "lost the reconcile leadership");
+        }
+        if was != leads {
+            self.control.update_status(|s| s.leader = leads);
+        }
+        leads
+    }
+
+    /// Gives up the leadership (on shutdown), so another replica takes over at once.
+    pub async fn release_leadership(&mut self) {
+        match std::mem::replace(&mut self.leadership, Leadership::None) {
+            Leadership::Advisory(lock) => {
+                if let Err(e) = lock.release().await {
+                    tracing::warn!(error = %e, "release advisory lock");
+                }
+            }
+            Leadership::Lease => {
+                let name = format!("reconcile:{}", self.settings.run.scope);
+                if let Err(e) = self.store.release_lease(&name, &self.holder).await {
+                    tracing::warn!(error = %e, "release lease");
+                }
+            }
+            Leadership::None => {}
+        }
+    }
+
+    /// Fetches the source. On failure the last good commit stays in force and the status
+    /// shows the error. Returns whether a commit is available.
+    async fn fetch(&mut self) -> Result<(), String> {
+        let started = Instant::now();
+        let fetched = self.source.fetch(&self.settings.git_ref).await;
+        metrics::histogram!("mycopod_git_fetch_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let commit = match fetched {
+            Ok(commit) => commit,
+            Err(e) => {
+                metrics::counter!("mycopod_outside_requests_total", "adapter" => "git", "result" => "error").increment(1);
+                let message = format!("fetch {}: {e}", self.source.display_remote());
+                tracing::warn!("{message}");
+                self.control
+                    .update_status(|s| s.last_fetch_error = Some(message.clone()));
+                return if self.current.is_some() {
+                    Ok(())
+                } else {
+                    Err(message)
+                };
+            }
+        };
+        metrics::counter!("mycopod_outside_requests_total", "adapter" => "git", "result" => "ok")
+            .increment(1);
+        if self.current.as_ref().map(|(c, _)| c.as_str()) != Some(commit.as_str()) {
+            let loaded = self.read(&commit).await?;
+            self.current = Some((commit.as_str().to_owned(), loaded));
+        }
+        let now = Utc::now();
+        self.control.update_status(|s| {
+            s.last_fetch_at = Some(now);
+            s.last_fetch_error = None;
+            s.commit = Some(commit.as_str().to_owned());
+        });
+        Ok(())
+    }
+
+    async fn read(&self, commit: &CommitId) -> Result<Loaded, String> {
+        let files = self
+            .source
+            .read_declarations(commit, &self.settings.path)
+            .await
+            .map_err(|e| format!("read declarations at {}: {e}", commit.short()))?;
+        let mut loaded = Loaded::default();
+        for file in files {
+            loaded.add_str(&file.path, file.text);
+        }
+        Ok(loaded)
+    }
+
+    /// One pass for the reasons queued: fetch, decide whether to reconcile, reconcile.
+    /// Returns what the queue should do next.
+    pub async fn step(&mut self, reasons: &[Reason], requested_by: Option<&str>) -> Requeue {
+        match self.try_step(reasons, requested_by).await {
+            Ok(()) => {
+                self.failures = 0;
+                Requeue::AwaitChange
+            }
+            Err(message) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay = backoff(
+                    self.settings.backoff_base,
+                    self.settings.backoff_cap,
+                    self.failures,
+                );
+                tracing::warn!(error = %message, retry_in = ?delay, "reconcile failed");
+                let now = Utc::now();
+                self.control.update_status(|s| {
+                    s.last_reconcile_at = Some(now);
+                    s.last_outcome = Some(message.clone());
+                    s.last_reconcile_failed = true;
+                });
+                Requeue::After(delay)
+            }
+        }
+    }
+
+    async fn try_step(
+        &mut self,
+        reasons: &[Reason],
+        requested_by: Option<&str>,
+    ) -> Result<(), String> {
+        let now = Utc::now();
+        let scope = self.settings.run.scope.clone();
+        // Expiry does not wait for a reconcile.
+        self.store
+            .expire_runs(super::run::CONTROLLER, now)
+            .await
+            .map_err(|e| format!("expire runs: {e}"))?;
+        self.fetch().await?;
+        let Some((commit, loaded)) = self.current.clone() else {
+            return Err("no commit fetched yet".to_owned());
+        };
+        let unchanged = self.reconciled.as_deref() == Some(commit.as_str());
+        let top = reasons.iter().max().copied().unwrap_or(Reason::Poll);
+        if unchanged && top == Reason::Poll {
+            // Nothing new: reconcile only if approved work waits (e.g. for a time window).
+            let approved = self
+                .store
+                .runs_in_status(RunStatus::Approved)
+                .await
+                .map_err(|e| format!("list approved runs: {e}"))?;
+            if !approved.iter().any(|r| r.scope == scope) {
+                return Ok(());
+            }
+        }
+        let trigger = match top {
+            Reason::Manual => Trigger::Manual,
+            Reason::Webhook => Trigger::Webhook,
+            Reason::Drift if unchanged => Trigger::Drift,
+            _ if unchanged => Trigger::Drift,
+            _ => Trigger::Poll,
+        };
+        let world = self.world_for(&loaded);
+        let mut settings = self.settings.run.clone();
+        // Changes found against a commit already reconciled are drift, whatever asked.
+        settings.drift = unchanged;
+        let started = Instant::now();
+        let report = reconcile_report(
+            &self.store,
+            &world,
+            &settings,
+            &commit,
+            &loaded,
+            trigger,
+            requested_by,
+            now,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        metrics::histogram!("mycopod_reconcile_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        for p in &report.problems {
+            tracing::warn!(resource = %p.resource, "{}", p.message);
+        }
+        self.record(&commit, &report).await;
+        if let Err(e) = self
+            .store
+            .set_setting(&reconciled_key(&scope), &commit, Utc::now())
+            .await
+        {
+            tracing::warn!(error = %e, "remember the reconciled commit");
+        }
+        self.reconciled = Some(commit);
+        Ok(())
+    }
+
+    /// The clients for `loaded`, made again only when the declared clusters or devices change.
+    fn world_for(&mut self, loaded: &Loaded) -> Arc<LiveWorld> {
+        let desired = mycopod_specs::DesiredState::from_loaded(loaded);
+        let fingerprint = client_fingerprint(&desired);
+        if let Some((f, world)) = &self.world
+            && *f == fingerprint
+        {
+            return world.clone();
+        }
+        let world = Arc::new(LiveWorld::new(&desired, &self.settings.env));
+        self.world = Some((fingerprint, world.clone()));
+        world
+    }
+
+    async fn record(&mut self, commit: &str, report: &Reconciled) {
+        let now = Utc::now();
+        if let Some(desired) = &report.desired {
+            let changed =
+                self.control.current().map(|s| s.commit.clone()) != Some(commit.to_owned());
+            if changed {
+                self.control.set_desired(Snapshot {
+                    commit: commit.to_owned(),
+                    desired: Arc::new(desired.clone()),
+                    loaded_at: now,
+                });
+            }
+        }
+        let previous = self.control.status().resources;
+        let resources = match (&report.desired, &report.planned) {
+            (Some(desired), Some(planned)) => {
+                resource_statuses(desired, planned, &report.failed, &previous, now)
+            }
+            _ => previous,
+        };
+        let outcome = describe(&report.outcome);
+        tracing::info!(outcome = %outcome, commit = %commit, "reconciled");
+        self.control.update_status(|s| {
+            s.last_reconcile_at = Some(now);
+            s.last_outcome = Some(outcome);
+            s.last_reconcile_failed = false;
+            s.resources = resources;
+        });
+        if let Some((github, repo)) = &self.settings.github {
+            let (state, text) = match &report.outcome {
+                Outcome::InSync => (
+                    CommitState::Success,
+                    "in sync: nothing to change".to_owned(),
+                ),
+                Outcome::Invalid { run_id } => (
+                    CommitState::Failure,
+                    format!("run {run_id}: the declarations do not validate"),
+                ),
+                Outcome::Waiting { run_id } => (
+                    CommitState::Pending,
+                    format!("run {run_id} waits for approval: {}", summary(report)),
+                ),
+                Outcome::Applied { run_id, status } => (
+                    if *status == RunStatus::Succeeded {
+                        CommitState::Success
+                    } else {
+                        CommitState::Failure
+                    },
+                    format!("run {run_id} {status}"),
+                ),
+            };
+            match github.post_status(repo, commit, state, &text, None).await {
+                Ok(()) => metrics::counter!("mycopod_outside_requests_total", "adapter" => "github", "result" => "ok").increment(1),
+                Err(e) => {
+                    metrics::counter!("mycopod_outside_requests_total", "adapter" => "github", "result" => "error").increment(1);
+                    tracing::warn!(error = %e, "post commit status");
+                }
+            }
+        }
+    }
+}
+
+fn summary(report: &Reconciled) -> String {
+    report
+        .planned
+        .as_ref()
+        .map(|p| p.plan.summary())
+        .unwrap_or_default()
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::InSync => "in sync".to_owned(),
+        Outcome::Invalid { run_id } => format!("invalid: run {run_id}"),
+        Outcome::Waiting { run_id } => format!("waiting for approval: run {run_id}"),
+        Outcome::Applied { run_id, status } => format!("applied run {run_id}: {status}"),
+    }
+}
+
+fn reconciled_key(scope: &str) -> String {
+    format!("reconciled_commit:{scope}")
+}
+
+/// What the clients depend on: the cluster and device specs.
+fn client_fingerprint(desired: &mycopod_specs::DesiredState) -> String {
+    let clusters: Vec<_> = desired
+        .clusters
+        .iter()
+        .map(|c| (c.name().as_str(), serde_json::to_value(&c.spec).ok()))
+        .collect();
+    let devices: Vec<_> = desired
+        .devices
+        .iter()
+        .map(|d| (d.name().as_str(), serde_json::to_value(&d.spec).ok()))
+        .collect();
+    serde_json::json!({"clusters": clusters, "devices": devices}).to_string()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned())
+}
+
+/// Runs the loop until `shutdown` turns true: feeds the queue from `triggers`, the timers and
+/// approvals, and runs one reconcile at a time while this process leads.
+pub async fn run(
+    mut driver: Driver,
+    mut triggers: mpsc::UnboundedReceiver<TriggerRequest>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let scope = driver.settings.run.scope.clone();
+    let queue: Arc<WorkQueue<String, Reason>> = Arc::new(WorkQueue::new());
+    let mut events = driver.store.events().subscribe();
+    let mut poll = tokio::time::interval(
+        driver
+            .settings
+            .poll_interval
+            .max(Duration::from_millis(100)),
+    );
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let drift_every = if driver.settings.drift_interval.is_zero() {
+        Duration::from_secs(365 * 24 * 3600)
+    } else {
+        driver.settings.drift_interval
+    };
+    let mut drift =
+        tokio::time::interval_at(tokio::time::Instant::now() + drift_every, drift_every);
+    drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lease_every = (driver.settings.lease_ttl / 3).max(Duration::from_millis(200));
+    let mut leadership = tokio::time::interval(lease_every);
+    leadership.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut requested_by: Option<String> = None;
+    let mut leading = false;
+
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            _ = leadership.tick() => {
+                let now_leading = driver.ensure_leadership().await;
+                if now_leading && !leading {
+                    queue.trigger(scope.clone(), Reason::Poll);
+                }
+                leading = now_leading;
+            }
+            Some(request) = triggers.recv() => {
+                let reason = match request.trigger {
+                    Trigger::Webhook => Reason::Webhook,
+                    Trigger::Drift => Reason::Drift,
+                    Trigger::Poll => Reason::Poll,
+                    Trigger::Manual | Trigger::Cli => Reason::Manual,
+                };
+                if request.requested_by.is_some() {
+                    requested_by = request.requested_by;
+                }
+                queue.trigger(scope.clone(), reason);
+            }
+            event = events.recv() => {
+                if let Ok(Event::Run { status, .. }) = event
+                    && status == RunStatus::Approved.as_str()
+                {
+                    queue.trigger(scope.clone(), Reason::Approved);
+                }
+            }
+            _ = poll.tick() => queue.trigger(scope.clone(), Reason::Poll),
+            _ = drift.tick() => queue.trigger(scope.clone(), Reason::Drift),
+            Some(work) = queue.next(), if leading => {
+                let reasons: Vec<Reason> = work.reasons.iter().copied().collect();
+                let who = requested_by.take();
+                let requeue = driver.step(&reasons, who.as_deref()).await;
+                queue.finish(&work.scope, requeue, Reason::Retry);
+            }
+        }
+    }
+    queue.close();
+    driver.release_leadership().await;
+    tracing::info!("reconcile loop stopped");
+}

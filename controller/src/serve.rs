@@ -1,0 +1,202 @@
+//! `mycopod serve`: the long-running controller. It opens and migrates the database, starts
+//! the reconcile loop (which only reconciles while this process holds the leadership), the
+//! telemetry tasks, and the HTTP API, and stops them all cleanly when asked.
+//!
+//! This module wires parts together; it makes no decisions of its own.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use mycopod_adapters::git::GitAuth;
+use mycopod_adapters::github::{GitHub, RepoRef};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::control::Control;
+use crate::plan::Options;
+use crate::reconcile::driver::{self, Driver, LoopSettings};
+use crate::reconcile::run::RunSettings;
+use crate::store::Store;
+
+/// How long shutdown waits for a reconcile in progress before giving up on it (an action
+/// left running is verified by observation after the restart, never repeated blindly).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// The loop settings `config` describes.
+pub fn loop_settings(config: &Config, env: &BTreeMap<String, String>) -> Result<LoopSettings> {
+    let Some(repo) = config.repo.clone() else {
+        bail!(
+            "no repository to reconcile: set `repo` in mycopod.toml or MYCOPOD_REPO (a local \
+             path or a Git URL)"
+        );
+    };
+    let scope = LoopSettings::scope_of(&repo, &config.git_ref);
+    let mut run = RunSettings::new(scope);
+    run.options = Options {
+        prune: config.prune,
+    };
+    run.self_heal = config.self_heal;
+    let git_auth = match &config.git_token_env {
+        Some(var) => GitAuth::Token {
+            username: "x-access-token".to_owned(),
+            token: env.get(var).cloned().with_context(|| {
+                format!("environment variable {var} (named by git_token_env) is not set")
+            })?,
+        },
+        None => GitAuth::None,
+    };
+    let github = match &config.github.token {
+        Some(token) => {
+            let repo_ref = RepoRef::from_remote(&repo).with_context(|| {
+                format!("github.token is set but {repo} is not a GitHub repository URL")
+            })?;
+            let client = GitHub::new(
+                &config.github.api_url,
+                token.clone(),
+                "mycopod",
+                Duration::from_secs(10),
+            )
+            .context("configure the GitHub client")?;
+            Some((client, repo_ref))
+        }
+        None => None,
+    };
+    Ok(LoopSettings {
+        run,
+        repo,
+        git_ref: config.git_ref.clone(),
+        path: config.path.clone(),
+        cache_dir: config.cache_dir.clone(),
+        git_auth,
+        poll_interval: config.poll_interval.as_std(),
+        drift_interval: config.drift_interval.as_std(),
+        backoff_base: Duration::from_secs(1),
+        backoff_cap: Duration::from_secs(300),
+        lease_ttl: Duration::from_secs(15),
+        env: env.clone(),
+        github,
+    })
+}
+
+/// A running server: its address, and the means to stop it.
+pub struct Running {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// The shared handle (status, triggers).
+    pub control: Control,
+    /// The store.
+    pub store: Store,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Asks every part to stop and waits for them (the reconcile loop at most
+    /// [`SHUTDOWN_GRACE`]).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("a task did not stop within {SHUTDOWN_GRACE:?}; aborting it");
+                abort.abort();
+            }
+        }
+        self.store.close().await;
+    }
+}
+
+/// Starts everything on `listener` (bind it first, so tests can use port 0).
+pub async fn start(
+    config: &Config,
+    env: &BTreeMap<String, String>,
+    listener: TcpListener,
+) -> Result<Running> {
+    let settings = loop_settings(config, env)?;
+    let store = Store::connect(&config.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "open the database {}",
+                crate::store::redact_url(&config.database_url)
+            )
+        })?;
+    store.migrate().await.context("migrate the database")?;
+    let (control, triggers) = Control::new(store.events().clone(), Utc::now());
+    let state = crate::api::AppState::new(store.clone(), control.clone(), config)
+        .context("configure the HTTP API")?;
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let driver = Driver::new(store.clone(), control.clone(), settings);
+    tasks.push(tokio::spawn(driver::run(driver, triggers, stopped.clone())));
+
+    let addr = listener
+        .local_addr()
+        .context("read the listening address")?;
+    let app = crate::api::app(state);
+    let mut api_stop = stopped.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = api_stop.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the HTTP server stopped");
+        }
+    }));
+    tracing::info!(%addr, "mycopod is serving");
+    Ok(Running {
+        addr,
+        control,
+        store,
+        stop,
+        tasks,
+    })
+}
+
+/// Runs until Ctrl-C or SIGTERM, then stops cleanly.
+pub async fn run_until_signal(config: &Config, listen: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listen on {listen}"))?;
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let running = start(config, &env, listener).await?;
+    eprintln!("mycopod: serving the API on http://{}", running.addr);
+    wait_for_signal().await;
+    eprintln!("mycopod: stopping");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

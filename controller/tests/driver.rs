@@ -1,0 +1,435 @@
+//! The reconcile loop's step function against real parts: a Git repository made in a temp
+//! folder, the Proxmox and Modbus simulators, and SQLite (PostgreSQL for the leadership test).
+//! Each test drives `Driver::step` directly, the way the loop does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod store_support;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+use mycopod::control::{Control, SyncState};
+use mycopod::model::{Decision, RunStatus, Trigger};
+use mycopod::reconcile::driver::{Driver, LoopSettings, Reason};
+use mycopod::reconcile::queue::Requeue;
+use mycopod::reconcile::run::RunSettings;
+use mycopod::store::{RunFilter, Store};
+use mycopod_adapters::git::GitAuth;
+use mycopod_adapters::modbus::Value;
+use support::{Rig, within};
+
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "--quiet", "--initial-branch=main"]);
+        Repo { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("")
+    }
+
+    /// Writes `site.yaml` and commits it; returns the commit id.
+    fn commit(&self, yaml: &str, message: &str) -> String {
+        std::fs::write(self.dir.path().join("site.yaml"), yaml).unwrap();
+        git(self.dir.path(), &["add", "--all"]);
+        git(self.dir.path(), &["commit", "--quiet", "-m", message]);
+        git(self.dir.path(), &["rev-parse", "HEAD"])
+            .trim()
+            .to_owned()
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn settings(rig: &Rig, repo: &str, cache: &Path) -> LoopSettings {
+    LoopSettings {
+        run: {
+            let mut run = RunSettings::new(LoopSettings::scope_of(repo, "main"));
+            run.retry_base = Duration::from_millis(10);
+            run.retry_cap = Duration::from_millis(50);
+            run
+        },
+        repo: repo.to_owned(),
+        git_ref: "main".to_owned(),
+        path: String::new(),
+        cache_dir: cache.to_owned(),
+        git_auth: GitAuth::None,
+        poll_interval: Duration::from_secs(60),
+        drift_interval: Duration::from_secs(600),
+        backoff_base: Duration::from_millis(10),
+        backoff_cap: Duration::from_millis(100),
+        lease_ttl: Duration::from_secs(15),
+        env: rig.env.clone(),
+        github: None,
+    }
+}
+
+struct Loop {
+    driver: Driver,
+    control: Control,
+    _triggers: tokio::sync::mpsc::UnboundedReceiver<mycopod::control::TriggerRequest>,
+    _cache: tempfile::TempDir,
+}
+
+async fn new_loop(
+    rig: &Rig,
+    store: &Store,
+    repo: &Repo,
+    tweak: impl FnOnce(&mut LoopSettings),
+) -> Loop {
+    let cache = tempfile::tempdir().unwrap();
+    let mut s = settings(rig, &repo.path().display().to_string(), cache.path());
+    tweak(&mut s);
+    let (control, triggers) = Control::new(store.events().clone(), Utc::now());
+    let mut driver = Driver::new(store.clone(), control.clone(), s);
+    assert!(driver.ensure_leadership().await, "a lone driver leads");
+    Loop {
+        driver,
+        control,
+        _triggers: triggers,
+        _cache: cache,
+    }
+}
+
+async fn runs(store: &Store) -> Vec<mycopod::store::RunSummary> {
+    let mut runs = store
+        .list_runs(&RunFilter {
+            limit: 100,
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap()
+        .runs;
+    runs.reverse();
+    runs
+}
+
+async fn approve(store: &Store, run_id: i64) {
+    let run = store.get_run(run_id).await.unwrap();
+    store
+        .record_decision(
+            run_id,
+            "ops",
+            &run.plan_hash,
+            Decision::Approve,
+            None,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_loop_should_wait_for_approval_apply_verify_and_then_stay_quiet() {
+    within(async {
+        let rig = Rig::start().await;
+        let repo = Repo::new();
+        let commit = repo.commit(&rig.yaml(2, 0.75), "first");
+        let mut lp = new_loop(&rig, &rig.store, &repo, |_| {}).await;
+
+        assert_eq!(
+            lp.driver.step(&[Reason::Poll], None).await,
+            Requeue::AwaitChange
+        );
+        let status = lp.control.status();
+        assert_eq!(status.commit.as_deref(), Some(commit.as_str()));
+        assert!(status.leader);
+        let all = runs(&rig.store).await;
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].status, RunStatus::AwaitingApproval);
+        assert_eq!(all[0].commit_sha, commit);
+        let web = status
+            .resources
+            .iter()
+            .find(|r| r.kind == "Guest" && r.name == "web")
+            .unwrap();
+        assert_eq!(web.sync, SyncState::OutOfSync);
+        assert!(
+            rig.pve.guest(120).is_none(),
+            "nothing applied before approval"
+        );
+        assert!(lp.control.current().is_some(), "the snapshot is published");
+
+        approve(&rig.store, all[0].id).await;
+        lp.driver.step(&[Reason::Approved], None).await;
+        let run = rig.store.get_run(all[0].id).await.unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+        let web = rig.pve.guest(120).expect("web exists");
+        assert_eq!(web.config.get("cores").map(String::as_str), Some("2"));
+        assert_eq!(
+            web.status,
+            mycopod_adapters::proxmox::sim::SimStatus::Running
+        );
+        assert_eq!(rig.modbus.value("cutoff").unwrap(), Value::Float(0.75));
+        let status = lp.control.status();
+        assert!(
+            status.resources.iter().all(|r| r.sync == SyncState::InSync),
+            "{:#?}",
+            status.resources
+        );
+
+        // An unchanged commit: a poll does not even plan; a manual reconcile plans nothing.
+        let before = rig.pve.request_count();
+        lp.driver.step(&[Reason::Poll], None).await;
+        assert_eq!(
+            rig.pve.request_count(),
+            before,
+            "a poll of an unchanged commit observes nothing"
+        );
+        lp.driver.step(&[Reason::Manual], Some("ops")).await;
+        assert_eq!(
+            runs(&rig.store).await.len(),
+            1,
+            "a no-op reconcile records no run"
+        );
+        assert_eq!(lp.control.status().last_outcome.as_deref(), Some("in sync"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_commit_should_supersede_the_waiting_run() {
+    within(async {
+        let rig = Rig::start().await;
+        let repo = Repo::new();
+        repo.commit(&rig.yaml(2, 0.75), "first");
+        let mut lp = new_loop(&rig, &rig.store, &repo, |_| {}).await;
+        lp.driver.step(&[Reason::Poll], None).await;
+        let second = repo.commit(&rig.yaml(2, 1.25), "second");
+        lp.driver.step(&[Reason::Poll], None).await;
+        let all = runs(&rig.store).await;
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].status, RunStatus::Superseded);
+        assert_eq!(all[1].status, RunStatus::AwaitingApproval);
+        assert_eq!(all[1].commit_sha, second);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_fetch_should_keep_the_last_good_commit_and_show_the_error() {
+    within(async {
+        let rig = Rig::start().await;
+        let repo = Repo::new();
+        let commit = repo.commit(&rig.yaml(2, 0.75), "first");
+        let mut lp = new_loop(&rig, &rig.store, &repo, |_| {}).await;
+        lp.driver.step(&[Reason::Poll], None).await;
+        assert!(lp.control.status().last_fetch_error.is_none());
+
+        // The remote disappears.
+        let moved = repo.dir.path().with_extension("moved");
+        std::fs::rename(repo.dir.path(), &moved).unwrap();
+        let requeue = lp.driver.step(&[Reason::Manual], None).await;
+        std::fs::rename(&moved, repo.dir.path()).unwrap();
+        assert_eq!(
+            requeue,
+            Requeue::AwaitChange,
+            "the last good commit still reconciles"
+        );
+        let status = lp.control.status();
+        assert_eq!(status.commit.as_deref(), Some(commit.as_str()));
+        let error = status.last_fetch_error.expect("the fetch error shows");
+        assert!(error.contains("fetch"), "{error}");
+
+        lp.driver.step(&[Reason::Poll], None).await;
+        assert!(
+            lp.control.status().last_fetch_error.is_none(),
+            "a good fetch clears it"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_fetch_that_fails_should_back_off() {
+    within(async {
+        let rig = Rig::start().await;
+        let cache = tempfile::tempdir().unwrap();
+        let missing = cache.path().join("no-such-repo").display().to_string();
+        let (control, _rx) = Control::new(rig.store.events().clone(), Utc::now());
+        let mut driver = Driver::new(
+            rig.store.clone(),
+            control.clone(),
+            settings(&rig, &missing, &cache.path().join("cache")),
+        );
+        assert!(driver.ensure_leadership().await);
+        let first = driver.step(&[Reason::Poll], None).await;
+        let second = driver.step(&[Reason::Retry], None).await;
+        let (Requeue::After(a), Requeue::After(b)) = (first, second) else {
+            panic!("a failed first fetch must back off: {first:?} {second:?}");
+        };
+        assert!(b > a, "the backoff grows: {a:?} then {b:?}");
+        assert!(control.status().last_reconcile_failed);
+        assert!(runs(&rig.store).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_commit_should_record_an_invalid_run_and_change_nothing() {
+    within(async {
+        let rig = Rig::start().await;
+        let repo = Repo::new();
+        let broken = rig.yaml(2, 0.75).replace("memory: 2GiB", "memory: lots");
+        let commit = repo.commit(&broken, "broken");
+        let mut lp = new_loop(&rig, &rig.store, &repo, |_| {}).await;
+        lp.driver.step(&[Reason::Poll], None).await;
+        let all = runs(&rig.store).await;
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].status, RunStatus::Invalid);
+        assert_eq!(all[0].commit_sha, commit);
+        let run = rig.store.get_run(all[0].id).await.unwrap();
+        let diagnostics = run.plan["diagnostics"].as_array().unwrap();
+        assert!(
+            diagnostics
+                .iter()
+                .any(|d| d["path"].as_str() == Some("spec.memory")),
+            "{diagnostics:?}"
+        );
+        assert!(
+            rig.pve.requests().iter().all(|r| !r.is_write()),
+            "an invalid commit sends no write"
+        );
+        assert!(
+            lp.control.current().is_none(),
+            "no desired state was published"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_should_wait_for_approval_without_self_heal_and_apply_with_it() {
+    within(async {
+        for self_heal in [false, true] {
+            let rig = Rig::start().await;
+            let repo = Repo::new();
+            repo.commit(&rig.yaml(2, 0.75), "first");
+            let mut lp = new_loop(&rig, &rig.store, &repo, |s| s.run.self_heal = self_heal).await;
+            lp.driver.step(&[Reason::Poll], None).await;
+            approve(&rig.store, runs(&rig.store).await[0].id).await;
+            lp.driver.step(&[Reason::Approved], None).await;
+            assert_eq!(runs(&rig.store).await[0].status, RunStatus::Succeeded);
+
+            // Someone changes the VM by hand.
+            assert!(rig.pve.modify_guest(120, |g| {
+                g.config.insert("cores".into(), "8".into());
+            }));
+            lp.driver.step(&[Reason::Drift], None).await;
+            let all = runs(&rig.store).await;
+            assert_eq!(all.len(), 2, "self_heal={self_heal}");
+            assert_eq!(all[1].trigger, Trigger::Drift);
+            // What the VM will run with: a running VM takes `cores` as a pending change.
+            let guest = rig.pve.guest(120).unwrap();
+            let cores = match guest.pending.get("cores") {
+                Some(pending) => pending.clone(),
+                None => guest.config.get("cores").cloned(),
+            };
+            if self_heal {
+                assert_eq!(all[1].status, RunStatus::Succeeded);
+                assert_eq!(cores.as_deref(), Some("2"), "healed");
+            } else {
+                assert_eq!(all[1].status, RunStatus::AwaitingApproval);
+                assert_eq!(cores.as_deref(), Some("8"), "left alone until approved");
+                let web = lp
+                    .control
+                    .status()
+                    .resources
+                    .into_iter()
+                    .find(|r| r.name == "web")
+                    .unwrap();
+                assert_eq!(web.sync, SyncState::OutOfSync);
+                assert!(
+                    web.details.iter().any(|d| d.starts_with("cores: 8 -> 2")),
+                    "{:?}",
+                    web.details
+                );
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_one_driver_should_lead_on_sqlite_until_the_leader_lets_go() {
+    within(async {
+        let rig = Rig::start().await;
+        let repo = Repo::new();
+        repo.commit(&rig.yaml(2, 0.75), "first");
+        let mut first = new_loop(&rig, &rig.store, &repo, |_| {}).await;
+        let cache = tempfile::tempdir().unwrap();
+        let (control, _rx) = Control::new(rig.store.events().clone(), Utc::now());
+        let mut second = Driver::new(
+            rig.store.clone(),
+            control.clone(),
+            settings(&rig, &repo.path().display().to_string(), cache.path()),
+        );
+        assert!(!second.ensure_leadership().await, "the lease is held");
+        assert!(!control.status().leader);
+        first.driver.release_leadership().await;
+        assert!(second.ensure_leadership().await, "taken over once released");
+        assert!(control.status().leader);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs MYCOPOD_TEST_DATABASE_URL"]
+async fn only_the_advisory_lock_holder_should_lead_on_postgres_and_a_survivor_takes_over() {
+    within(store_support::with_postgres(|store, url| async move {
+        let rig = Rig::start().await;
+        let repo = Repo::new();
+        repo.commit(&rig.yaml(2, 0.75), "first");
+        let mut first = new_loop(&rig, &store, &repo, |_| {}).await;
+
+        let other = Store::connect(&url).await.unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let (control, _rx) = Control::new(other.events().clone(), Utc::now());
+        let mut second = Driver::new(
+            other.clone(),
+            control,
+            settings(&rig, &repo.path().display().to_string(), cache.path()),
+        );
+        assert!(
+            !second.ensure_leadership().await,
+            "the lock is held by the first"
+        );
+        assert!(first.driver.ensure_leadership().await, "the first keeps it");
+
+        // The first replica dies: its session (and so the lock) goes away.
+        drop(first);
+        let mut took_over = false;
+        for _ in 0..50 {
+            if second.ensure_leadership().await {
+                took_over = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(took_over, "the survivor takes over within seconds");
+        second.step(&[Reason::Poll], None).await;
+        assert_eq!(runs(&other).await.len(), 1, "and reconciles");
+        second.release_leadership().await;
+        other.close().await;
+    }))
+    .await;
+}
