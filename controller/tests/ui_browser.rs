@@ -510,14 +510,38 @@ async fn demo_scenario() -> Result<()> {
     let password = demo.password("operator")?;
     sign_in(&browser, &demo.url, ("operator", &password)).await?;
 
-    // The demo's first commit waits: its setpoint writes need an operator.
-    let first = browser
-        .wait_for_within("#ov-waiting + ul a", Duration::from_secs(60))
+    // The demo's first commit waits: its setpoint writes need an operator. While the demo
+    // settles (its devices answering only after the first poll), a newer run may supersede
+    // the one first listed: open the run that waits now.
+    let mut waiting = false;
+    for _ in 0..5 {
+        browser.client.goto(&format!("{}/#/", demo.url)).await?;
+        browser
+            .wait_for_within("#ov-waiting + ul a", Duration::from_secs(60))
+            .await?;
+        // The overview redraws on the demo's events, so an element found a moment ago may be
+        // gone: read the link's target and go there rather than clicking it.
+        let href = page_value(
+            &browser,
+            "document.querySelector('#ov-waiting + ul a').getAttribute('href')",
+        )
         .await?;
-    first.click().await?;
-    browser
-        .wait_for_text("#run-status", "awaiting approval")
+        let href = href
+            .as_str()
+            .context("the waiting run's link has a target")?;
+        browser.client.goto(&format!("{}/{href}", demo.url)).await?;
+        browser.wait_for("#run-status").await?;
+        let status = page_value(
+            &browser,
+            "document.querySelector('#run-status').dataset.status",
+        )
         .await?;
+        if status == json!("awaiting_approval") {
+            waiting = true;
+            break;
+        }
+    }
+    ensure!(waiting, "no demo run stayed waiting for approval");
     browser.wait_for_text("#plan", "setpoints.").await?;
     browser
         .client
