@@ -6,6 +6,7 @@ pub mod git;
 pub mod github;
 pub mod llm;
 pub mod modbus;
+pub mod mqtt;
 pub mod notify;
 pub mod proxmox;
 pub mod signing;

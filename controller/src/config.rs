@@ -100,6 +100,16 @@ pub struct GitHubConfig {
 pub struct TelemetryConfig {
     /// Readings older than this are deleted (default `30d`). Env: `MYCOPOD_TELEMETRY_RETENTION`.
     pub retention: Duration,
+    /// MQTT broker alert events (and, if enabled, readings) are published to, as
+    /// `mqtt://HOST[:PORT]`; unset: no MQTT. Env: `MYCOPOD_TELEMETRY_MQTT_URL`.
+    pub mqtt_url: Option<String>,
+    /// The first level of every topic (default `mycopod`): alerts go to
+    /// `PREFIX/alerts/RULE/DEVICE`, readings to `PREFIX/readings/DEVICE`.
+    /// Env: `MYCOPOD_TELEMETRY_MQTT_TOPIC_PREFIX`.
+    pub mqtt_topic_prefix: String,
+    /// Whether every poll's readings are published too (default off).
+    /// Env: `MYCOPOD_TELEMETRY_MQTT_PUBLISH_READINGS`.
+    pub mqtt_publish_readings: bool,
 }
 
 /// How a secret shows in `Debug` output: whether it is set, never what it is.
@@ -206,6 +216,9 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             retention: secs(30 * 86_400),
+            mqtt_url: None,
+            mqtt_topic_prefix: "mycopod".to_owned(),
+            mqtt_publish_readings: false,
         }
     }
 }
@@ -388,10 +401,14 @@ fn env_provider(values: &BTreeMap<String, (String, String)>) -> Serialized<serde
 /// Environment values are text; booleans are the only non-text keys.
 fn env_value(key: &str, value: &str) -> serde_json::Value {
     match (key, value.to_ascii_lowercase().as_str()) {
-        ("prune" | "self_heal", "true" | "1" | "yes" | "on") => serde_json::Value::Bool(true),
-        ("prune" | "self_heal", "false" | "0" | "no" | "off" | "") => {
-            serde_json::Value::Bool(false)
-        }
+        (
+            "prune" | "self_heal" | "telemetry.mqtt_publish_readings",
+            "true" | "1" | "yes" | "on",
+        ) => serde_json::Value::Bool(true),
+        (
+            "prune" | "self_heal" | "telemetry.mqtt_publish_readings",
+            "false" | "0" | "no" | "off" | "",
+        ) => serde_json::Value::Bool(false),
         _ => serde_json::Value::String(value.to_owned()),
     }
 }
@@ -528,6 +545,29 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn mqtt_settings_should_come_from_the_telemetry_variables() {
+        let config = load(&Sources {
+            env: env(&[
+                ("MYCOPOD_TELEMETRY_MQTT_URL", "mqtt://127.0.0.1:1883"),
+                ("MYCOPOD_TELEMETRY_MQTT_TOPIC_PREFIX", "plant"),
+                ("MYCOPOD_TELEMETRY_MQTT_PUBLISH_READINGS", "yes"),
+                ("MYCOPOD_TELEMETRY_RETENTION", "7d"),
+            ]),
+            ..Sources::default()
+        })
+        .unwrap();
+        let t = &config.telemetry;
+        assert_eq!(t.mqtt_url.as_deref(), Some("mqtt://127.0.0.1:1883"));
+        assert_eq!(t.mqtt_topic_prefix, "plant");
+        assert!(t.mqtt_publish_readings);
+        assert_eq!(t.retention.as_std().as_secs(), 7 * 86_400);
+        let defaults = load(&Sources::default()).unwrap().telemetry;
+        assert_eq!(defaults.mqtt_url, None);
+        assert_eq!(defaults.mqtt_topic_prefix, "mycopod");
+        assert!(!defaults.mqtt_publish_readings);
     }
 
     #[test]

@@ -950,6 +950,76 @@ async fn devices_should_go_offline_after_consecutive_failures(store: Store, _url
     assert_eq!(names, ["fm-1", "fm-2"]);
 }
 
+async fn touching_devices_seen_should_skip_devices_with_a_failure_since(
+    store: Store,
+    _url: String,
+) {
+    store.record_device_seen("fm-1", at(1)).await.unwrap();
+    store.record_device_seen("fm-2", at(1)).await.unwrap();
+    store.ensure_device("fm-3", at(1)).await.unwrap();
+    store
+        .record_device_failure("fm-2", "timeout", 3, at(2))
+        .await
+        .unwrap();
+    let names = ["fm-1", "fm-2", "fm-3", "unknown"].map(str::to_owned);
+    assert_eq!(store.touch_devices_seen(&names, at(5)).await.unwrap(), 1);
+    assert_eq!(
+        store.get_device("fm-1").await.unwrap().last_seen,
+        Some(at(5))
+    );
+    let failed = store.get_device("fm-2").await.unwrap();
+    assert_eq!(failed.last_seen, Some(at(1)));
+    assert_eq!(failed.consecutive_failures, 1);
+    assert_eq!(store.get_device("fm-3").await.unwrap().last_seen, None);
+    assert_eq!(store.touch_devices_seen(&[], at(6)).await.unwrap(), 0);
+}
+
+async fn only_a_pending_alert_should_be_discarded(store: Store, _url: String) {
+    let (pending, _) = store
+        .open_alert(
+            "low-flow",
+            "fm-1",
+            AlertState::Pending,
+            "warning",
+            Some(1.0),
+            at(1),
+        )
+        .await
+        .unwrap();
+    let (firing, _) = store
+        .open_alert(
+            "high-temp",
+            "fm-1",
+            AlertState::Firing,
+            "critical",
+            Some(90.0),
+            at(1),
+        )
+        .await
+        .unwrap();
+    assert!(store.discard_pending_alert(pending.id).await.unwrap());
+    assert!(!store.discard_pending_alert(pending.id).await.unwrap());
+    assert!(!store.discard_pending_alert(firing.id).await.unwrap());
+    assert_eq!(
+        store.get_open_alert("low-flow", "fm-1").await.unwrap(),
+        None
+    );
+    // The rule may open a new pending alert on the device afterwards.
+    let (again, created) = store
+        .open_alert(
+            "low-flow",
+            "fm-1",
+            AlertState::Pending,
+            "warning",
+            Some(1.5),
+            at(2),
+        )
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(again.id, pending.id);
+}
+
 fn reading(device: &str, register: &str, s: i64, value: f64) -> Reading {
     Reading {
         device: device.to_owned(),
@@ -1305,6 +1375,8 @@ on_both_backends!(
     a_lease_should_have_one_holder_until_it_expires,
     advisory_leadership_should_have_one_holder_on_postgres,
     devices_should_go_offline_after_consecutive_failures,
+    touching_devices_seen_should_skip_devices_with_a_failure_since,
+    only_a_pending_alert_should_be_discarded,
     readings_should_be_stored_in_batches_and_queried,
     reading_values_should_round_trip_exactly,
     one_alert_should_stay_open_per_rule_and_device,

@@ -44,6 +44,8 @@ mod ops;
 mod runs;
 pub mod session;
 mod status;
+mod telemetry;
+pub mod ui;
 mod webhook;
 
 use std::sync::{Arc, Mutex};
@@ -397,11 +399,10 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(runs::routes(state))
         .merge(events::routes(state))
         .merge(webhook::routes(state))
+        .merge(telemetry::routes(state))
         .merge(status::routes(state))
         .merge(declarations::routes(state))
-    // Other modules' routes, one line each:
-    // .merge(telemetry::routes(state))   // devices, readings, alerts, ingest (telemetry)
-    // .merge(ui::routes(state))          // `/` and the UI's assets (web UI)
+        .merge(ui::routes())
 }
 
 /// The whole API: routes, `/openapi.json`, the 404 fallback, request ids, a tracing span per

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use mycopod_adapters::modbus::ModbusClient;
 use mycopod_adapters::modbus::translate::device_def;
+use mycopod_adapters::modbus::{DeviceDef, ModbusClient};
 use mycopod_adapters::proxmox::client::{Auth, ClientConfig, ProxmoxClient, Tls};
 use mycopod_adapters::proxmox::propstring::parse_tags;
 use mycopod_specs::DesiredState;
@@ -23,6 +23,7 @@ use crate::plan::{
     Observed, ObservedCluster, ObservedDevice, ObservedGuest, ResourceKind, StoredConfig,
 };
 use crate::store::Store;
+use crate::telemetry::DeviceClients;
 
 /// Why a cluster's client could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,6 +179,30 @@ pub struct ObserveProblem {
 impl LiveWorld {
     /// Clients for what `desired` declares; secrets are resolved from `env` and files now.
     pub fn new(desired: &DesiredState, env: &BTreeMap<String, String>) -> LiveWorld {
+        LiveWorld::build(desired, env, |def| {
+            ModbusClient::new(def)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// As [`LiveWorld::new`], but the Modbus clients come from the registry telemetry polls
+    /// through, so a setpoint write and a poll of one device never interleave.
+    pub fn with_device_clients(
+        desired: &DesiredState,
+        env: &BTreeMap<String, String>,
+        clients: &DeviceClients,
+    ) -> LiveWorld {
+        LiveWorld::build(desired, env, |def| {
+            clients.client(def).map_err(|e| e.to_string())
+        })
+    }
+
+    fn build(
+        desired: &DesiredState,
+        env: &BTreeMap<String, String>,
+        modbus: impl Fn(DeviceDef) -> Result<Arc<ModbusClient>, String>,
+    ) -> LiveWorld {
         let clusters = desired
             .clusters
             .iter()
@@ -197,9 +222,7 @@ impl LiveWorld {
             .iter()
             .map(|d| {
                 let name = d.name().as_str();
-                let client = ModbusClient::new(device_def(name, &d.spec))
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string());
+                let client = modbus(device_def(name, &d.spec));
                 (name.to_owned(), client)
             })
             .collect();

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::codec::db_time;
-use super::{Result, Store, StoreError, db_err, on_pool};
+use super::{Dialect as _, Result, Store, StoreError, db_err, on_pool};
 use crate::events::Event;
 use crate::model::{AlertState, DeliveryStatus};
 
@@ -213,6 +213,37 @@ impl Store {
         })
     }
 
+    /// Moves `last_seen` of the named devices to `now` in one statement, for the batches of
+    /// successful polls; only devices that are online with no failure since their last
+    /// success are touched, so a failure recorded meanwhile is never overwritten (coming back
+    /// online goes through [`Store::record_device_seen`]). Returns how many were touched.
+    pub async fn touch_devices_seen(&self, names: &[String], now: DateTime<Utc>) -> Result<u64> {
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let list = serde_json::to_string(names).map_err(|e| StoreError::InvalidInput {
+            what: "device names",
+            message: e.to_string(),
+        })?;
+        on_pool!(self, pool => {
+            let sql = pool.pick(
+                "UPDATE devices SET last_seen = $2, updated_at = $2 \
+                 WHERE name IN (SELECT value FROM json_each($1)) \
+                 AND online AND consecutive_failures = 0",
+                "UPDATE devices SET last_seen = $2, updated_at = $2 \
+                 WHERE name IN (SELECT json_array_elements_text($1::json)) \
+                 AND online AND consecutive_failures = 0",
+            );
+            Ok(sqlx::query(sql)
+                .bind(&list)
+                .bind(db_time(now))
+                .execute(pool)
+                .await
+                .map_err(db_err("touch devices seen"))?
+                .rows_affected())
+        })
+    }
+
     /// Every device, by name.
     pub async fn list_devices(&self) -> Result<Vec<Device>> {
         on_pool!(self, pool => {
@@ -362,6 +393,28 @@ impl Store {
             self.events().publish(Event::Alert {
                 alert_id: id,
                 state: to.as_str().to_owned(),
+            });
+        }
+        Ok(done)
+    }
+
+    /// Deletes an alert that is still pending: its condition cleared before `for` was over,
+    /// so it never fired and nobody was notified. Keeps a value flapping around a threshold
+    /// from leaving a trail of pending alerts. Returns whether it was deleted.
+    pub async fn discard_pending_alert(&self, id: i64) -> Result<bool> {
+        let done = on_pool!(self, pool => {
+            sqlx::query("DELETE FROM alerts WHERE id = $1 AND state = 'pending'")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map_err(db_err("discard pending alert"))?
+                .rows_affected()
+                == 1
+        });
+        if done {
+            self.events().publish(Event::Alert {
+                alert_id: id,
+                state: "discarded".to_owned(),
             });
         }
         Ok(done)
