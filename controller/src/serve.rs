@@ -21,6 +21,8 @@ use crate::plan::Options;
 use crate::reconcile::driver::{self, Driver, LoopSettings};
 use crate::reconcile::run::RunSettings;
 use crate::store::Store;
+use crate::telemetry::{DeviceClients, TelemetrySettings};
+use tokio_util::sync::CancellationToken;
 
 /// How long shutdown waits for a reconcile in progress before giving up on it (an action
 /// left running is verified by observation after the restart, never repeated blindly).
@@ -80,6 +82,7 @@ pub fn loop_settings(config: &Config, env: &BTreeMap<String, String>) -> Result<
         env: env.clone(),
         github,
         llm: llm_client(config)?,
+        device_clients: None,
     })
 }
 
@@ -114,6 +117,7 @@ pub struct Running {
     /// The store.
     pub store: Store,
     stop: watch::Sender<bool>,
+    cancel: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -122,6 +126,7 @@ impl Running {
     /// [`SHUTDOWN_GRACE`]).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.cancel.cancel();
         for task in self.tasks {
             let abort = task.abort_handle();
             if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
@@ -139,7 +144,10 @@ pub async fn start(
     env: &BTreeMap<String, String>,
     listener: TcpListener,
 ) -> Result<Running> {
-    let settings = loop_settings(config, env)?;
+    let mut settings = loop_settings(config, env)?;
+    // One Modbus client per device, shared by the loop and the pollers.
+    let clients = DeviceClients::new();
+    settings.device_clients = Some(clients.clone());
     let store = Store::connect(&config.database_url)
         .await
         .with_context(|| {
@@ -157,6 +165,17 @@ pub async fn start(
 
     let driver = Driver::new(store.clone(), control.clone(), settings);
     tasks.push(tokio::spawn(driver::run(driver, triggers, stopped.clone())));
+
+    let cancel = CancellationToken::new();
+    let telemetry = crate::telemetry::spawn(
+        store.clone(),
+        &control,
+        clients,
+        TelemetrySettings::from_config(&config.telemetry, env.clone()),
+        cancel.clone(),
+    )
+    .context("start telemetry")?;
+    tasks.push(telemetry);
 
     let addr = listener
         .local_addr()
@@ -181,6 +200,7 @@ pub async fn start(
         control,
         store,
         stop,
+        cancel,
         tasks,
     })
 }

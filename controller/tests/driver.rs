@@ -81,6 +81,7 @@ fn settings(rig: &Rig, repo: &str, cache: &Path) -> LoopSettings {
         env: rig.env.clone(),
         github: None,
         llm: None,
+        device_clients: None,
     }
 }
 

@@ -77,6 +77,9 @@ pub struct LoopSettings {
     pub github: Option<(GitHub, RepoRef)>,
     /// The model that translates `Declaration` documents, when configured.
     pub llm: Option<LlmClient>,
+    /// The Modbus clients shared with telemetry, so a setpoint write never interleaves with a
+    /// poll of the same device. `None`: the loop makes its own.
+    pub device_clients: Option<crate::telemetry::DeviceClients>,
 }
 
 impl LoopSettings {
@@ -395,7 +398,10 @@ impl Driver {
         {
             return world.clone();
         }
-        let world = Arc::new(LiveWorld::new(&desired, &self.settings.env));
+        let world = Arc::new(match &self.settings.device_clients {
+            Some(clients) => LiveWorld::with_device_clients(&desired, &self.settings.env, clients),
+            None => LiveWorld::new(&desired, &self.settings.env),
+        });
         self.world = Some((fingerprint, world.clone()));
         world
     }
