@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use mycopod_specs::{DesiredState, Resource};
+use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -61,38 +62,44 @@ pub fn json_changes(stored: Option<&Json>, declared: Option<&Json>) -> Vec<Field
         .collect()
 }
 
-fn plan_kind<S: Serialize>(
+fn plan_kind<S: Serialize + Sync>(
     kind: ResourceKind,
     declared: &[Resource<S>],
     observed: &Observed,
     out: &mut Builder,
 ) {
-    let mut names = std::collections::BTreeSet::new();
-    for resource in declared {
-        let name = resource.name().as_str();
-        names.insert(name.to_owned());
-        // Specs are plain data; serialising them cannot fail. A failure would show as a
-        // change on every plan, never as a silent skip.
-        let spec = serde_json::to_value(&resource.spec).unwrap_or(Json::Null);
-        let stored = observed
-            .config
-            .get(&(kind, name.to_owned()))
-            .map(|s| &s.spec);
-        if stored == Some(&spec) {
-            continue;
-        }
-        let changes = json_changes(stored, Some(&spec));
-        out.upserts.push(Action::new(
-            ResourceRef {
-                kind,
-                name: name.to_owned(),
-            },
-            Verb::Upsert,
-            changes,
-        ));
-    }
+    let names: std::collections::BTreeSet<&str> =
+        declared.iter().map(|r| r.name().as_str()).collect();
+    // Serialising and comparing each spec is independent of the others: done side by side,
+    // collected in declaration order.
+    let upserts: Vec<Option<Action>> = declared
+        .par_iter()
+        .map(|resource| {
+            let name = resource.name().as_str();
+            // Specs are plain data; serialising them cannot fail. A failure would show as a
+            // change on every plan, never as a silent skip.
+            let spec = serde_json::to_value(&resource.spec).unwrap_or(Json::Null);
+            let stored = observed
+                .config
+                .get(&(kind, name.to_owned()))
+                .map(|s| &s.spec);
+            if stored == Some(&spec) {
+                return None;
+            }
+            let changes = json_changes(stored, Some(&spec));
+            Some(Action::new(
+                ResourceRef {
+                    kind,
+                    name: name.to_owned(),
+                },
+                Verb::Upsert,
+                changes,
+            ))
+        })
+        .collect();
+    out.upserts.extend(upserts.into_iter().flatten());
     for ((stored_kind, name), stored) in &observed.config {
-        if *stored_kind != kind || names.contains(name) {
+        if *stored_kind != kind || names.contains(name.as_str()) {
             continue;
         }
         out.removes.push(Action::new(

@@ -141,6 +141,19 @@ struct Builder {
 }
 
 impl Builder {
+    /// Appends what `other` collected, after what this one holds.
+    fn merge(&mut self, other: Builder) {
+        self.upserts.extend(other.upserts);
+        self.removes.extend(other.removes);
+        self.creates.extend(other.creates);
+        self.updates.extend(other.updates);
+        self.power.extend(other.power);
+        self.writes.extend(other.writes);
+        self.deletes.extend(other.deletes);
+        self.notes.extend(other.notes);
+        self.issues.extend(other.issues);
+    }
+
     fn finish(self, commit: &str) -> Planned {
         let mut actions = Vec::new();
         // Within a phase, the order of declaration files must not matter: sort by key.
