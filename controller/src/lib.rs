@@ -14,3 +14,15 @@ pub mod reconcile;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
+
+/// An error and its sources as one line, `what failed: why: why`, for messages shown to people.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}

@@ -33,10 +33,10 @@ fn action_keys(run: &Value) -> Vec<String> {
 async fn the_whole_job(database_url: Option<&str>) -> Result<()> {
     let demo = Demo::start(database_url).await?;
     let operator = demo.login("operator").await?;
-    let viewer_cannot = demo
+    let anonymous = demo
         .post_raw("/api/v1/runs/1/approve", None, &json!({"plan_hash": "x"}))
         .await?;
-    assert_eq!(viewer_cannot.0.as_u16(), 401, "approving needs a sign-in");
+    assert_eq!(anonymous.0.as_u16(), 401, "approving needs a sign-in");
 
     // 1. The first run waits for approval.
     let first = demo

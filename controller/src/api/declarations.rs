@@ -203,13 +203,7 @@ async fn create_declaration(
             })))
         }
         Err(e @ TranslateError::Model { .. }) => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                message.push_str(": ");
-                message.push_str(&s.to_string());
-                source = s.source();
-            }
+            let message = crate::error_chain(&e);
             record.status = "failed".to_owned();
             record.error = Some(message.clone());
             let stored = state

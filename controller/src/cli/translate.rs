@@ -108,7 +108,7 @@ async fn translate(config: &Config, args: &Args) -> u8 {
             EXIT_OK
         }
         Err(e @ TranslateError::Model { .. }) => {
-            eprintln!("error: {}", chain(&e));
+            eprintln!("error: {}", crate::error_chain(&e));
             EXIT_FINDINGS
         }
         Err(e @ TranslateError::Invalid { .. }) => {
@@ -218,16 +218,4 @@ fn write_file(path: &Path, text: &str) -> Result<(), String> {
             .map_err(|e| format!("create directory {}: {e}", parent.display()))?;
     }
     std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
-}
-
-/// `error: cause: cause` for an error and its sources.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
 }

@@ -109,7 +109,7 @@ pub async fn expand<M: ChatModel>(
                     }
                     Err(e) => {
                         let reason = match &e {
-                            TranslateError::Model { .. } => chain(&e),
+                            TranslateError::Model { .. } => crate::error_chain(&e),
                             TranslateError::Invalid { .. } => e.to_string(),
                         };
                         tracing::warn!(declaration = %name, "{reason}");
@@ -130,15 +130,4 @@ pub async fn expand<M: ChatModel>(
         );
     }
     (out, states)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -348,7 +348,6 @@ impl Driver {
         let trigger = match top {
             Reason::Manual => Trigger::Manual,
             Reason::Webhook => Trigger::Webhook,
-            Reason::Drift if unchanged => Trigger::Drift,
             _ if unchanged => Trigger::Drift,
             _ => Trigger::Poll,
         };
