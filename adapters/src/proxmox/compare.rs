@@ -100,6 +100,34 @@ impl DesiredGuest {
         c
     }
 
+    /// The owned keys with their desired values, the name included, without copying them
+    /// (in key order, like [`DesiredGuest::owned_config`]).
+    pub fn owned(&self) -> impl Iterator<Item = (&str, &str)> {
+        let name = self
+            .name
+            .as_deref()
+            .filter(|_| !self.config.contains_key(self.name_key()))
+            .map(|n| (self.name_key(), n));
+        let key = self.name_key();
+        let mut name = name.into_iter().peekable();
+        let mut config = self
+            .config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .peekable();
+        std::iter::from_fn(move || match (config.peek(), name.peek()) {
+            (Some((k, _)), Some(_)) if *k < key => config.next(),
+            (_, Some(_)) => name.next(),
+            (Some(_), None) => config.next(),
+            (None, None) => None,
+        })
+    }
+
+    /// Whether the spec owns `key` (the name key included when a name is set).
+    pub fn owns(&self, key: &str) -> bool {
+        self.config.contains_key(key) || (self.name.is_some() && key == self.name_key())
+    }
+
     /// Every key the spec owns or owned: only these are ever compared.
     pub fn owned_keys(&self) -> BTreeSet<String> {
         let mut keys: BTreeSet<String> = self.owned_config().into_keys().collect();
@@ -153,38 +181,29 @@ pub struct FieldDiff {
 /// `pending: true` (restart required), never as a change to write again.
 pub fn compare(desired: &DesiredGuest, observed: &ObservedConfig) -> Vec<FieldDiff> {
     let mut diffs = Vec::new();
-    for (key, want) in desired.owned_config() {
-        let current = observed.config.get(&key);
-        let current_ok = current.is_some_and(|c| propstring::value_matches(&key, c, &want));
-        match observed.pending.get(&key) {
-            Some(PendingChange::Set(p)) if propstring::value_matches(&key, p, &want) => {
-                if !current_ok {
-                    diffs.push(FieldDiff {
-                        key,
-                        observed: current.cloned(),
-                        desired: Some(want),
-                        pending: true,
-                    });
+    for (key, want) in desired.owned() {
+        let current = observed.config.get(key);
+        let current_ok = current.is_some_and(|c| propstring::value_matches(key, c, want));
+        let pending = match observed.pending.get(key) {
+            Some(PendingChange::Set(p)) if propstring::value_matches(key, p, want) => {
+                if current_ok {
+                    continue;
                 }
+                true
             }
-            Some(_) => diffs.push(FieldDiff {
-                key,
-                observed: current.cloned(),
-                desired: Some(want),
-                pending: false,
-            }),
-            None if current_ok => {}
-            None => diffs.push(FieldDiff {
-                key,
-                observed: current.cloned(),
-                desired: Some(want),
-                pending: false,
-            }),
-        }
+            Some(_) => false,
+            None if current_ok => continue,
+            None => false,
+        };
+        diffs.push(FieldDiff {
+            key: key.to_owned(),
+            observed: current.cloned(),
+            desired: Some(want.to_owned()),
+            pending,
+        });
     }
-    let owned_config = desired.owned_config();
     for key in &desired.remove {
-        if owned_config.contains_key(key) {
+        if desired.owns(key) {
             continue;
         }
         let current = observed.config.get(key);
@@ -356,7 +375,7 @@ pub fn spec_hash(desired: &DesiredGuest) -> u64 {
     h.update(desired.vmid.to_le_bytes());
     h.update(desired.node.as_bytes());
     h.update(desired.kind.as_str().as_bytes());
-    for (k, v) in desired.owned_config() {
+    for (k, v) in desired.owned() {
         h.update(k.as_bytes());
         h.update([0]);
         h.update(v.as_bytes());
@@ -397,6 +416,33 @@ mod tests {
             .with("net0", "virtio,bridge=vmbr0,tag=10")
             .with("scsi0", "local-lvm:32,ssd=1")
             .with("tags", "web;prod")
+    }
+
+    #[test]
+    fn owned_should_list_the_same_pairs_as_owned_config_in_the_same_order() {
+        let qemu = DesiredGuest::new(100, "pve1", GuestKind::Qemu)
+            .with("cores", "2")
+            .with("net0", "virtio,bridge=vmbr0")
+            .with("tags", "a");
+        let lxc = DesiredGuest::new(101, "pve1", GuestKind::Lxc)
+            .with("cores", "1")
+            .with("memory", "512");
+        let named_in_config = DesiredGuest::new(102, "pve1", GuestKind::Qemu).with("name", "x");
+        for mut guest in [qemu, lxc, named_in_config] {
+            for name in [None, Some("web")] {
+                guest.name = name.map(str::to_owned);
+                let borrowed: Vec<(String, String)> = guest
+                    .owned()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                let owned: Vec<(String, String)> = guest.owned_config().into_iter().collect();
+                assert_eq!(borrowed, owned, "{guest:?}");
+                for (k, _) in &owned {
+                    assert!(guest.owns(k), "{k} of {guest:?}");
+                }
+                assert!(!guest.owns("nothing"));
+            }
+        }
     }
 
     #[test]

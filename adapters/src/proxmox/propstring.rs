@@ -84,9 +84,20 @@ pub fn default_key(pve_key: &str) -> Option<&'static str> {
 
 /// Parses a property string for the given PVE key.
 pub fn parse(pve_key: &str, value: &str) -> PropString {
+    PropString {
+        fields: parse_borrowed(pve_key, value)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    }
+}
+
+/// [`parse`] without copying: the fields borrow from `value` (comparisons parse every owned
+/// property string of every guest on each plan, so they must not allocate per field).
+pub fn parse_borrowed<'a>(pve_key: &str, value: &'a str) -> Vec<(&'a str, &'a str)> {
     let default = default_key(pve_key);
     let is_net = key_family(pve_key) == "net";
-    let mut fields = Vec::new();
+    let mut fields = Vec::with_capacity(value.bytes().filter(|b| *b == b',').count() + 2);
     for (i, part) in value.split(',').enumerate() {
         let part = part.trim();
         if part.is_empty() {
@@ -97,21 +108,25 @@ pub fn parse(pve_key: &str, value: &str) -> PropString {
                 let k = k.trim();
                 let v = v.trim();
                 if is_net && NIC_MODELS.contains(&k) {
-                    fields.push(("model".to_string(), k.to_string()));
+                    fields.push(("model", k));
                     if !v.is_empty() {
-                        fields.push(("macaddr".to_string(), v.to_string()));
+                        fields.push(("macaddr", v));
                     }
                 } else {
-                    fields.push((k.to_string(), v.to_string()));
+                    fields.push((k, v));
                 }
             }
             None => match default {
-                Some(d) if i == 0 => fields.push((d.to_string(), part.to_string())),
-                _ => fields.push((part.to_string(), String::new())),
+                Some(d) if i == 0 => fields.push((d, part)),
+                _ => fields.push((part, "")),
             },
         }
     }
-    PropString { fields }
+    fields
+}
+
+fn field<'a>(fields: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
+    fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
 }
 
 /// Parses a size like `32G`, `32768M`, `1.5T`, `4GiB` or a bare number of bytes.
@@ -177,11 +192,11 @@ pub fn allocation(file: &str) -> Option<(&str, u64)> {
 
 /// The size in bytes a disk value declares: its `size=` field, else its allocation syntax.
 pub fn disk_size(pve_key: &str, value: &str) -> Option<u64> {
-    let p = parse(pve_key, value);
-    if let Some(s) = p.get("size") {
+    let p = parse_borrowed(pve_key, value);
+    if let Some(s) = field(&p, "size") {
         return parse_size(s);
     }
-    let file = p.get(default_key(pve_key).unwrap_or("file"))?;
+    let file = field(&p, default_key(pve_key).unwrap_or("file"))?;
     allocation(file).map(|(_, bytes)| bytes)
 }
 
@@ -242,6 +257,11 @@ pub fn percent_decode(s: &str) -> String {
 /// Only the fields the desired value sets are compared, so what PVE adds (a MAC, `size=`, a
 /// volume name for an allocation) never counts as a difference.
 pub fn value_matches(pve_key: &str, observed: &str, desired: &str) -> bool {
+    // Every rule below holds a value equal to itself; most owned keys come back from PVE
+    // exactly as they were sent, so this skips the parsing for them.
+    if observed == desired {
+        return true;
+    }
     match pve_key {
         "tags" => return parse_tags(observed) == parse_tags(desired),
         "description" => return observed.trim_end() == desired.trim_end(),
@@ -257,26 +277,28 @@ pub fn value_matches(pve_key: &str, observed: &str, desired: &str) -> bool {
         }
         return scalar_eq(observed, desired);
     }
-    let want = parse(pve_key, desired);
-    let have = parse(pve_key, observed);
+    let want = parse_borrowed(pve_key, desired);
+    let have = parse_borrowed(pve_key, observed);
     let file_key = default_key(pve_key).filter(|_| is_disk_key(pve_key));
-    for (k, v) in &want.fields {
-        if Some(k.as_str()) == file_key
+    for &(k, v) in &want {
+        if Some(k) == file_key
             && let Some((storage, bytes)) = allocation(v)
         {
-            let Some(hv) = have.get(k) else { return false };
+            let Some(hv) = field(&have, k) else {
+                return false;
+            };
             if hv.split_once(':').map(|(s, _)| s) != Some(storage) {
                 return false;
             }
-            if want.get("size").is_none()
-                && let Some(hs) = have.get("size").and_then(parse_size)
+            if field(&want, "size").is_none()
+                && let Some(hs) = field(&have, "size").and_then(parse_size)
                 && hs != bytes
             {
                 return false;
             }
             continue;
         }
-        match have.get(k) {
+        match field(&have, k) {
             Some(hv) => {
                 if !field_eq(k, hv, v) {
                     return false;

@@ -247,7 +247,13 @@ fn push_opt(value: &mut String, key: &str, option: Option<&str>) {
 
 /// PVE's allocation syntax for a new volume: `storage:SIZE` with the size in GiB.
 fn allocation(storage: &str, size: ByteSize) -> String {
-    let gib = size.as_bytes() as f64 / f64::from(1u32 << 30);
+    const GIB: u64 = 1 << 30;
+    let bytes = size.as_bytes();
+    if bytes % GIB == 0 {
+        // The common case, without the float formatting.
+        return format!("{storage}:{}", bytes / GIB);
+    }
+    let gib = bytes as f64 / GIB as f64;
     let text = format!("{gib:.3}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     format!("{storage}:{text}")
@@ -316,6 +322,20 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use expect_test::expect;
+
+    #[test]
+    fn allocation_should_write_whole_and_fractional_gib() {
+        let gib = 1u64 << 30;
+        let cases = [
+            (32 * gib, "local-lvm:32"),
+            (gib + gib / 2, "local-lvm:1.5"),
+            (gib / 2, "local-lvm:0.5"),
+            (0, "local-lvm:0"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(allocation("local-lvm", ByteSize::from_bytes(bytes)), want);
+        }
+    }
 
     fn guest(yaml_spec: &str) -> (String, GuestSpec) {
         let text = format!(

@@ -28,7 +28,7 @@ use crate::control::TriggerRequest;
 use crate::model::{Decision, Role, RunStatus, Scope, Trigger};
 use crate::policy::{DecisionRequest, Refusal, Requirement, check_decision};
 use crate::reconcile::run::stored_requirement;
-use crate::store::RunFilter;
+use crate::store::{RunFilter, RunPage};
 
 pub(super) fn routes(_state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -78,7 +78,7 @@ async fn list_runs(
     State(state): State<AppState>,
     caller: Caller,
     query: Result<Query<RunsQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunPage>, ApiError> {
     caller.require_any(Role::Viewer, Scope::Read)?;
     let Query(query) = query?;
     let bad = |field: &str, e: &dyn std::fmt::Display| {
@@ -102,10 +102,8 @@ async fn list_runs(
         before: query.before,
         limit: query.limit.unwrap_or(0),
     };
-    let page = state.store().list_runs(&filter).await?;
-    serde_json::to_value(page)
-        .map(Json)
-        .map_err(|e| ApiError::internal("serialize runs", &e))
+    // Serialized straight to the response body (no intermediate `Value`).
+    Ok(Json(state.store().list_runs(&filter).await?))
 }
 
 /// A run with its plan, actions and decisions.

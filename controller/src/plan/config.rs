@@ -70,6 +70,13 @@ fn plan_kind<S: Serialize + Sync>(
 ) {
     let names: std::collections::BTreeSet<&str> =
         declared.iter().map(|r| r.name().as_str()).collect();
+    // The stored rows of this kind by name, looked up without building a key per resource.
+    let stored_by_name: std::collections::HashMap<&str, &Json> = observed
+        .config
+        .range((kind, String::new())..)
+        .take_while(|((k, _), _)| *k == kind)
+        .map(|((_, name), stored)| (name.as_str(), &stored.spec))
+        .collect();
     // Serialising and comparing each spec is independent of the others: done side by side,
     // collected in declaration order.
     let upserts: Vec<Option<Action>> = declared
@@ -79,10 +86,7 @@ fn plan_kind<S: Serialize + Sync>(
             // Specs are plain data; serialising them cannot fail. A failure would show as a
             // change on every plan, never as a silent skip.
             let spec = serde_json::to_value(&resource.spec).unwrap_or(Json::Null);
-            let stored = observed
-                .config
-                .get(&(kind, name.to_owned()))
-                .map(|s| &s.spec);
+            let stored = stored_by_name.get(name).copied();
             if stored == Some(&spec) {
                 return None;
             }
@@ -98,8 +102,12 @@ fn plan_kind<S: Serialize + Sync>(
         })
         .collect();
     out.upserts.extend(upserts.into_iter().flatten());
-    for ((stored_kind, name), stored) in &observed.config {
-        if *stored_kind != kind || names.contains(name.as_str()) {
+    for ((_, name), stored) in observed
+        .config
+        .range((kind, String::new())..)
+        .take_while(|((k, _), _)| *k == kind)
+    {
+        if names.contains(name.as_str()) {
             continue;
         }
         out.removes.push(Action::new(

@@ -6,7 +6,7 @@
 
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::modbus::client::register_differs;
-use mycopod_adapters::modbus::translate::{device_def, setpoint_value};
+use mycopod_adapters::modbus::translate::{register_def, setpoint_value};
 use mycopod_specs::DesiredState;
 use mycopod_specs::kinds::Mode;
 use serde_json::Value as Json;
@@ -45,16 +45,22 @@ pub(super) fn plan_devices(desired: &DesiredState, observed: &Observed, out: &mu
             });
             continue;
         };
-        let def = device_def(name, &device.spec);
         let mut changes = Vec::new();
         for (register, setpoint) in &device.spec.setpoints {
-            // Validation guarantees the register exists and is writable.
-            let Some(reg) = def.register(register) else {
+            // Validation guarantees the register exists and is writable. Only the setpoint
+            // registers are translated, not the whole device.
+            let Some(reg) = device
+                .spec
+                .registers
+                .iter()
+                .find(|r| r.name.as_str() == register.as_str())
+                .map(register_def)
+            else {
                 continue;
             };
             let want = setpoint_value(setpoint);
             let differs = match seen.values.get(register) {
-                Some(have) => register_differs(reg, &want, have),
+                Some(have) => register_differs(&reg, &want, have),
                 None => true,
             };
             if differs {

@@ -120,17 +120,22 @@ pub(super) fn plan_guests(
     // Each guest is planned on its own (translation and comparison are the planner's main
     // cost), side by side on the machine's cores; the results are merged in declaration
     // order, so the plan is the same as planning them one after another.
-    let planned: Vec<Builder> = jobs
+    // `fold` plans a run of neighbouring guests into one builder and `reduce` joins the
+    // builders left to right, so nothing is reordered.
+    let planned = jobs
         .par_iter()
-        .map(|(guest, vmid, default_node, seen)| {
-            let mut one = Builder::default();
-            plan_one(guest, *vmid, *default_node, *seen, &mut one);
-            one
-        })
-        .collect();
-    for one in planned {
-        out.merge(one);
-    }
+        .fold(
+            Builder::default,
+            |mut part, (guest, vmid, default_node, seen)| {
+                plan_one(guest, *vmid, *default_node, *seen, &mut part);
+                part
+            },
+        )
+        .reduce(Builder::default, |mut left, right| {
+            left.merge(right);
+            left
+        });
+    out.merge(planned);
 
     for (cluster_name, cluster) in &observed.clusters {
         if !cluster.reachable {
@@ -287,7 +292,8 @@ fn plan_one(
     if !seen.previously_owned.is_empty() {
         want.remove = seen
             .previously_owned
-            .difference(&want.owned_keys())
+            .iter()
+            .filter(|key| !want.owns(key))
             .cloned()
             .collect();
     }
