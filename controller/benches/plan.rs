@@ -12,8 +12,9 @@ use mycopod::plan::{
     plan,
 };
 use mycopod_adapters::modbus::Value;
+use mycopod_adapters::proxmox::api::GuestKind;
 use mycopod_adapters::proxmox::compare::ObservedConfig;
-use mycopod_adapters::proxmox::propstring::parse_tags;
+use mycopod_adapters::proxmox::propstring::{allocation, format_size, is_disk_key, parse_tags};
 use mycopod_adapters::proxmox::translate::desired_guest;
 use mycopod_specs::DesiredState;
 
@@ -56,6 +57,41 @@ fn declarations() -> String {
     y
 }
 
+/// A value the way PVE returns it after storing it, so comparisons do the work they do
+/// against a real cluster: NICs get a MAC (and lxc a `type`), new volumes a name and a size.
+fn as_pve_keeps_it(vmid: u32, kind: GuestKind, key: &str, value: &str) -> String {
+    let mac = format!(
+        "BC:24:11:{:02X}:{:02X}:{:02X}",
+        (vmid >> 16) & 0xff,
+        (vmid >> 8) & 0xff,
+        vmid & 0xff
+    );
+    if key.starts_with("net") {
+        return match kind {
+            GuestKind::Qemu => match value.split_once(',') {
+                Some((model, rest)) => format!("{model}={mac},{rest}"),
+                None => format!("{value}={mac}"),
+            },
+            GuestKind::Lxc => format!("{value},hwaddr={mac},type=veth"),
+        };
+    }
+    if is_disk_key(key) {
+        let (file, rest) = value.split_once(',').unwrap_or((value, ""));
+        if let Some((storage, bytes)) = allocation(file) {
+            let options = if rest.is_empty() {
+                String::new()
+            } else {
+                format!(",{rest}")
+            };
+            return format!(
+                "{storage}:vm-{vmid}-disk-0{options},size={}",
+                format_size(bytes)
+            );
+        }
+    }
+    value.to_owned()
+}
+
 /// A world in which everything already is as declared.
 fn converged(desired: &DesiredState) -> Observed {
     let mut guests = BTreeMap::new();
@@ -67,7 +103,14 @@ fn converged(desired: &DesiredState) -> Observed {
             Some("pve1"),
         )
         .unwrap();
-        let config = d.owned_config();
+        let config: BTreeMap<String, String> = d
+            .owned_config()
+            .into_iter()
+            .map(|(key, value)| {
+                let stored = as_pve_keeps_it(d.vmid, d.kind, &key, &value);
+                (key, stored)
+            })
+            .collect();
         guests.insert(
             d.vmid,
             ObservedGuest {

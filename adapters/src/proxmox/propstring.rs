@@ -92,12 +92,15 @@ pub fn parse(pve_key: &str, value: &str) -> PropString {
     }
 }
 
+/// The fields of a property string, borrowed; the usual handful stay on the stack.
+pub type Fields<'a> = smallvec::SmallVec<[(&'a str, &'a str); 8]>;
+
 /// [`parse`] without copying: the fields borrow from `value` (comparisons parse every owned
 /// property string of every guest on each plan, so they must not allocate per field).
-pub fn parse_borrowed<'a>(pve_key: &str, value: &'a str) -> Vec<(&'a str, &'a str)> {
+pub fn parse_borrowed<'a>(pve_key: &str, value: &'a str) -> Fields<'a> {
     let default = default_key(pve_key);
     let is_net = key_family(pve_key) == "net";
-    let mut fields = Vec::with_capacity(value.bytes().filter(|b| *b == b',').count() + 2);
+    let mut fields = Fields::new();
     for (i, part) in value.split(',').enumerate() {
         let part = part.trim();
         if part.is_empty() {

@@ -68,7 +68,7 @@ fn plan_kind<S: Serialize + Sync>(
     observed: &Observed,
     out: &mut Builder,
 ) {
-    let names: std::collections::BTreeSet<&str> =
+    let names: std::collections::HashSet<&str> =
         declared.iter().map(|r| r.name().as_str()).collect();
     // The stored rows of this kind by name, looked up without building a key per resource.
     let stored_by_name: std::collections::HashMap<&str, &Json> = observed
