@@ -371,23 +371,55 @@ impl Store {
             0 => 50,
             n => n.min(1000),
         };
+        // Only the filters given become conditions, so SQLite can use the status and commit
+        // indexes; each text is prepared once per connection and cached.
+        let mut sql = String::from(concat!("SELECT ", run_summary_columns!(), " FROM runs"));
+        let mut conditions: Vec<String> = Vec::new();
+        let mut param = 0;
+        let mut next = || {
+            param += 1;
+            format!("${param}")
+        };
+        if filter.status.is_some() {
+            conditions.push(format!("status = {}", next()));
+        }
+        if filter.trigger.is_some() {
+            conditions.push(format!("trigger_source = {}", next()));
+        }
+        if filter.commit.is_some() {
+            let p = next();
+            conditions.push(format!("substr(commit_sha, 1, length({p})) = {p}"));
+        }
+        if filter.before.is_some() {
+            conditions.push(format!("id < {}", next()));
+        }
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        // The limit is written into the text, not bound: SQLite reads a bound LIMIT while
+        // planning and then prepares the statement again whenever it is re-bound. It is a
+        // number computed here, never caller text.
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", u64::from(limit) + 1));
         let mut runs = on_pool!(self, pool => {
-            sqlx::query_as::<_, RunSummary>(concat!(
-                "SELECT ", run_summary_columns!(), " FROM runs \
-                 WHERE ($1 IS NULL OR status = $1) \
-                 AND ($2 IS NULL OR trigger_source = $2) \
-                 AND ($3 IS NULL OR substr(commit_sha, 1, length($3)) = $3) \
-                 AND ($4 IS NULL OR id < $4) \
-                 ORDER BY id DESC LIMIT $5"
-            ))
-            .bind(filter.status)
-            .bind(filter.trigger)
-            .bind(filter.commit.as_deref())
-            .bind(filter.before)
-            .bind(i64::from(limit) + 1)
-            .fetch_all(pool)
-            .await
-            .map_err(db_err("list runs"))?
+            // Built above from fixed fragments only; every value is bound.
+            let mut query = sqlx::query_as::<_, RunSummary>(sqlx::AssertSqlSafe(sql.as_str()));
+            if let Some(status) = filter.status {
+                query = query.bind(status);
+            }
+            if let Some(trigger) = filter.trigger {
+                query = query.bind(trigger);
+            }
+            if let Some(commit) = filter.commit.as_deref() {
+                query = query.bind(commit);
+            }
+            if let Some(before) = filter.before {
+                query = query.bind(before);
+            }
+            query
+                .fetch_all(pool)
+                .await
+                .map_err(db_err("list runs"))?
         });
         let next_cursor = if runs.len() > limit as usize {
             runs.truncate(limit as usize);
