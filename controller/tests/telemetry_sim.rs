@@ -3,7 +3,8 @@
 //! that stops answering raises an offline alert and clears it, notifications arrive signed,
 //! and a receiver that fails twice gets the notification on the third attempt with every
 //! attempt logged. A notification survives a crash between the alert transition and the
-//! first attempt. The step functions are driven with explicit times (no sleeps, no timed
+//! first attempt, and a store that refuses readings for a while loses none of them (up to a
+//! bound). The step functions are driven with explicit times (no sleeps, no timed
 //! assertions); one test runs the whole pipeline through `telemetry::spawn`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,7 +23,7 @@ use mycopod::reconcile::observe::LiveWorld;
 use mycopod::store::Store;
 use mycopod::telemetry::deliver::Attempted;
 use mycopod::telemetry::evaluate::NoticeEvent;
-use mycopod::telemetry::writer::write_samples;
+use mycopod::telemetry::writer::{Batch, write_samples};
 use mycopod::telemetry::{
     DeviceClients, Evaluator, Notifier, NotifySettings, PollTarget, Sample, SampleKind,
     TelemetrySettings, poll_device,
@@ -621,6 +622,91 @@ async fn a_channel_whose_min_severity_filters_an_alert_should_record_it_skipped_
             [(0, DeliveryStatus::Queued), (1, DeliveryStatus::Skipped)]
         );
         assert!(receiver.got.lock().unwrap().is_empty());
+    })
+    .await;
+}
+
+fn values_at(secs: i64) -> Arc<Sample> {
+    Arc::new(Sample {
+        device: "fm-1".into(),
+        time: at(secs),
+        kind: SampleKind::Values(vec![
+            ("flow_rate".into(), secs as f64),
+            ("status".into(), 1.0),
+        ]),
+    })
+}
+
+/// Regression: a failed batch write was logged and its readings dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn readings_refused_by_the_store_should_be_kept_for_the_next_flush_within_a_bound() {
+    within(async {
+        let (store, _dir) = store().await;
+        store.ensure_device("fm-1", at(0)).await.unwrap();
+        let mycopod::store::Backend::Sqlite(pool) = store.backend() else {
+            unreachable!("the test store is SQLite")
+        };
+        // The store refuses every reading until the trigger is dropped.
+        sqlx::query(
+            "CREATE TRIGGER refuse_readings BEFORE INSERT ON readings \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        let mut batch = Batch::new(6);
+        assert_eq!(batch.push(values_at(10)), 0);
+        let error = batch.flush(&store).await.unwrap_err();
+        assert!(
+            format!("{error:?}").contains("refused by the test"),
+            "{error:?}"
+        );
+        assert_eq!(batch.waiting(), 2, "kept after the failed flush");
+        // A failed poll carries no readings: nothing to keep.
+        assert_eq!(
+            batch.push(Arc::new(Sample {
+                device: "fm-1".into(),
+                time: at(15),
+                kind: SampleKind::Failed {
+                    error: "timeout".into(),
+                    offline: false,
+                    failures: 1,
+                },
+            })),
+            0
+        );
+        assert_eq!(batch.push(values_at(20)), 0);
+        assert_eq!(batch.push(values_at(30)), 0);
+        assert!(batch.flush(&store).await.is_err());
+        assert_eq!(batch.waiting(), 6);
+        // Past the bound the oldest sample goes, counted.
+        assert_eq!(batch.push(values_at(40)), 2);
+        assert_eq!(batch.waiting(), 6);
+        assert_eq!(batch.dropped(), 2);
+
+        sqlx::query("DROP TRIGGER refuse_readings")
+            .execute(pool)
+            .await
+            .unwrap();
+        assert_eq!(batch.flush(&store).await.unwrap(), 6);
+        assert!(batch.is_empty());
+        let stored: Vec<(DateTime<Utc>, f64)> = store
+            .query_readings("fm-1", "flow_rate", at(0), at(100), 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.time, r.value))
+            .collect();
+        assert_eq!(stored, [(at(20), 20.0), (at(30), 30.0), (at(40), 40.0)]);
+        assert_eq!(
+            store
+                .query_readings("fm-1", "status", at(0), at(100), 100)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(batch.dropped(), 2);
     })
     .await;
 }

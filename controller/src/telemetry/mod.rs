@@ -53,6 +53,9 @@ pub struct TelemetrySettings {
     pub flush_every: Duration,
     /// Readings that make the writer store at once.
     pub max_batch: usize,
+    /// Readings the writer keeps while the store refuses them; past this the oldest are
+    /// dropped and counted.
+    pub max_pending: usize,
     /// How often alert rules are re-read from the database.
     pub rules_reload_every: Duration,
     /// Webhook retry policy.
@@ -71,6 +74,7 @@ impl TelemetrySettings {
             retention_every: Duration::from_secs(3600),
             flush_every: Duration::from_secs(1),
             max_batch: 50_000,
+            max_pending: 500_000,
             rules_reload_every: Duration::from_secs(5),
             notify: NotifySettings::default(),
             env: Arc::new(env),
@@ -162,6 +166,7 @@ pub fn spawn(
             writer_rx,
             settings.flush_every,
             settings.max_batch,
+            settings.max_pending,
             mqtt.clone(),
         ));
         let evaluator = {
