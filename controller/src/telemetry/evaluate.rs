@@ -83,6 +83,8 @@ pub struct Evaluator {
     loaded_at: Option<Instant>,
     rules: BTreeMap<String, Rule>,
     tracked: HashMap<(String, String), Tracked>,
+    /// The time of the newest sample evaluated per device that has rules.
+    newest: HashMap<String, DateTime<Utc>>,
 }
 
 fn rule_from_spec(spec: AlertRuleSpec) -> Rule {
@@ -116,6 +118,7 @@ impl Evaluator {
             loaded_at: None,
             rules: BTreeMap::new(),
             tracked: HashMap::new(),
+            newest: HashMap::new(),
         }
     }
 
@@ -208,7 +211,9 @@ impl Evaluator {
 
     /// Evaluates every rule on the sample's device and records the transitions; returns the
     /// alerts that fired or resolved. A transition whose store write fails is not taken, so
-    /// the next sample tries again.
+    /// the next sample tries again. A sample older than the newest one already evaluated for
+    /// its device is ignored: a gateway sending a backlog late cannot move an alert back in
+    /// time.
     ///
     /// # Errors
     /// Store errors.
@@ -225,6 +230,19 @@ impl Evaluator {
             .filter(|(_, r)| r.spec.device.as_str() == sample.device)
             .map(|(name, r)| (name.clone(), r.clone()))
             .collect();
+        if matching.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.newest.get_mut(sample.device.as_str()) {
+            Some(newest) if sample.time < *newest => {
+                tracing::debug!(device = %sample.device, time = %sample.time, "sample older than the newest evaluated: ignored");
+                return Ok(Vec::new());
+            }
+            Some(newest) => *newest = sample.time,
+            None => {
+                self.newest.insert(sample.device.clone(), sample.time);
+            }
+        }
         let mut notices = Vec::new();
         for (name, rule) in matching {
             let Some(observation) = observation(&rule.spec, &sample.kind) else {

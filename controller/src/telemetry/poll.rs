@@ -5,6 +5,7 @@
 //! trivial loop around it (jittered interval, backoff while offline). Neither writes readings
 //! (the batch writer does) nor evaluates alerts (the evaluator does).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use mycopod_adapters::modbus::ModbusClient;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::{Reading, Store};
 
 /// The longest wait between polls of an offline device.
 pub const MAX_OFFLINE_DELAY: Duration = Duration::from_secs(60);
@@ -29,12 +30,15 @@ pub struct Sample {
     pub kind: SampleKind,
 }
 
+/// Register name and value pairs of one sample.
+pub type RegisterValues = Vec<(String, f64)>;
+
 /// The outcome of one poll.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SampleKind {
     /// The device answered: the numeric registers, decoded and scaled (text registers and
     /// non-finite values are left out).
-    Values(Vec<(String, f64)>),
+    Values(RegisterValues),
     /// The poll failed.
     Failed {
         /// Why.
@@ -44,6 +48,27 @@ pub enum SampleKind {
         /// Failed polls in a row, this one included.
         failures: i64,
     },
+}
+
+/// Pushed readings as samples, the way a poll would have produced them: one sample per
+/// (device, time) with that time's values, oldest first (then by device), so the evaluator
+/// sees a gateway's batch in the order it happened.
+pub fn samples_of_readings(readings: &[Reading]) -> Vec<Sample> {
+    let mut grouped: BTreeMap<(DateTime<Utc>, &str), RegisterValues> = BTreeMap::new();
+    for r in readings {
+        grouped
+            .entry((r.time, r.device.as_str()))
+            .or_default()
+            .push((r.register.clone(), r.value));
+    }
+    grouped
+        .into_iter()
+        .map(|((time, device), values)| Sample {
+            device: device.to_owned(),
+            time,
+            kind: SampleKind::Values(values),
+        })
+        .collect()
 }
 
 /// One device to poll.
