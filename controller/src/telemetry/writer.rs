@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::mqtt::MqttSink;
 use super::poll::{Sample, SampleKind};
-use crate::store::{Reading, Store, StoreError};
+use crate::store::{ReadingRow, Store, StoreError};
 
 /// Readings stored per statement at most (a flush of more is split).
 pub const CHUNK: usize = 20_000;
@@ -39,9 +39,9 @@ pub async fn write_samples(store: &Store, samples: &[Arc<Sample>]) -> Result<u64
         if let SampleKind::Values(values) = &sample.kind {
             seen.insert(sample.device.as_str());
             newest = newest.max(Some(sample.time));
-            readings.extend(values.iter().map(|(register, value)| Reading {
-                device: sample.device.clone(),
-                register: register.clone(),
+            readings.extend(values.iter().map(|(register, value)| ReadingRow {
+                device: &sample.device,
+                register,
                 time: sample.time,
                 value: *value,
             }));
@@ -49,7 +49,7 @@ pub async fn write_samples(store: &Store, samples: &[Arc<Sample>]) -> Result<u64
     }
     let mut stored = 0;
     for chunk in readings.chunks(CHUNK) {
-        stored += store.insert_readings(chunk).await?;
+        stored += store.insert_reading_rows(chunk).await?;
     }
     if let Some(newest) = newest {
         let names: Vec<String> = seen.into_iter().map(str::to_owned).collect();
