@@ -1,7 +1,8 @@
 //! The handle that ties the running parts of `mycopod serve` together without globals: the
 //! HTTP API asks the reconcile loop for a reconcile through it, reads the controller's status
 //! and the sync state of every declared resource from it, and the telemetry tasks follow the
-//! desired state the loop last loaded.
+//! desired state the loop last loaded and hand the API the way to their alert evaluator
+//! (pushed readings are evaluated like polled ones).
 //!
 //! It holds plain data behind locks and channels; it does no I/O and makes no decisions.
 
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::events::{Event, EventBus};
 use crate::model::Trigger;
+use crate::telemetry::Sample;
 
 /// A request for a reconcile, from the API (manual, webhook) or the loop's own timers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +132,7 @@ struct Inner {
     desired: watch::Sender<Option<Arc<Snapshot>>>,
     files: RwLock<Option<Arc<Loaded>>>,
     model: RwLock<Option<LlmClient>>,
+    samples: RwLock<Option<mpsc::Sender<Arc<Sample>>>>,
     events: EventBus,
 }
 
@@ -149,6 +152,7 @@ impl Control {
                 desired,
                 files: RwLock::new(None),
                 model: RwLock::new(None),
+                samples: RwLock::new(None),
                 events,
             }),
         };
@@ -224,6 +228,24 @@ impl Control {
             Err(poisoned) => poisoned.into_inner(),
         };
         *slot = model;
+    }
+
+    /// Where samples that did not come from a poller (pushed readings) go to be evaluated
+    /// for alerts: the running telemetry's evaluator, if telemetry runs.
+    pub fn sample_feed(&self) -> Option<mpsc::Sender<Arc<Sample>>> {
+        match self.inner.samples.read() {
+            Ok(feed) => feed.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Sets (telemetry starting) or clears (telemetry stopping) the [`Control::sample_feed`].
+    pub fn set_sample_feed(&self, feed: Option<mpsc::Sender<Arc<Sample>>>) {
+        let mut slot = match self.inner.samples.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = feed;
     }
 
     /// Publishes a newly loaded desired state (only commits that validated).

@@ -220,11 +220,16 @@ string_enum! {
 string_enum! {
     /// The outcome of one notification delivery attempt.
     DeliveryStatus, "delivery status" {
+        /// Not attempted yet: recorded (attempt 0) with the alert transition that causes it,
+        /// due at `next_attempt_at`.
+        Queued => "queued",
         /// Failed, another attempt is scheduled at `next_attempt_at`.
         Retrying => "retrying",
         Succeeded => "succeeded",
         /// Failed and no further attempt will be made.
         Failed => "failed",
+        /// Not sent: the alert's severity is below the channel's `minSeverity`.
+        Skipped => "skipped",
     }
 }
 

@@ -1,6 +1,7 @@
 //! The telemetry routes through the whole router (`oneshot`) on a real SQLite store: push
 //! ingest with mixed good and bad items, wrong or missing keys and an oversized batch; devices,
-//! readings as JSON and CSV, summaries per bucket; alerts listed and acknowledged by role.
+//! readings as JSON and CSV, summaries per bucket; alerts listed and acknowledged by role;
+//! pushed readings evaluated for alerts by the running telemetry.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,9 +15,12 @@ use chrono::{DateTime, TimeZone, Utc};
 use mycopod::api::auth::new_api_key;
 use mycopod::api::{ApiSettings, AppState, Clock, app};
 use mycopod::control::{Control, Snapshot};
-use mycopod::model::{AlertState, Role, Scope};
+use mycopod::events::Event;
+use mycopod::model::{AlertState, ConfigKind, Role, Scope};
 use mycopod::store::{Store, hash_password, hash_token};
+use mycopod::telemetry::{DeviceClients, TelemetrySettings};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,6 +43,7 @@ spec:
 struct Api {
     app: Router,
     store: Store,
+    control: Control,
     ingest_key: String,
     read_key: String,
     operator: String,
@@ -92,10 +97,16 @@ impl Api {
         };
         let ingest_key = key("gateway", vec![Scope::Ingest]).await;
         let read_key = key("grafana", vec![Scope::Read]).await;
-        let state = AppState::with_settings(store.clone(), control, settings, Clock::manual(now()));
+        let state = AppState::with_settings(
+            store.clone(),
+            control.clone(),
+            settings,
+            Clock::manual(now()),
+        );
         Api {
             app: app(state),
             store,
+            control,
             ingest_key,
             read_key,
             operator,
@@ -395,6 +406,97 @@ async fn alerts_should_be_listed_by_state_and_acknowledged_by_operators_only() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (status, _) = api.post("/api/v1/alerts/999999/ack", &api.operator).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Waits for the store to announce that an alert reached `state`; returns its id.
+async fn alert_event(events: &mut tokio::sync::broadcast::Receiver<Event>, state: &str) -> i64 {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        loop {
+            if let Event::Alert { alert_id, state: s } = events.recv().await.unwrap()
+                && s == state
+            {
+                return alert_id;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no alert became {state}"))
+}
+
+/// Regression: pushed readings were stored but never reached the alert evaluator, so a
+/// gateway-fed device could neither fire nor resolve an alert.
+#[tokio::test(flavor = "multi_thread")]
+async fn pushed_readings_should_fire_an_alert_after_for_and_resolve_it_past_the_hysteresis() {
+    let api = Api::start().await;
+    api.store
+        .upsert_config_object(
+            ConfigKind::AlertRule,
+            "low-flow",
+            &json!({"device": "fm-1", "register": "flow_rate", "condition": {"below": 2.0},
+                    "for": "5m", "hysteresis": 0.5}),
+            "hash",
+            "c1",
+            now(),
+        )
+        .await
+        .unwrap();
+    let mut events = api.store.events().subscribe();
+    let mut settings = TelemetrySettings::from_config(
+        &mycopod::config::TelemetryConfig::default(),
+        Default::default(),
+    );
+    settings.rules_reload_every = Duration::ZERO;
+    let shutdown = CancellationToken::new();
+    let telemetry = mycopod::telemetry::spawn(
+        api.store.clone(),
+        &api.control,
+        DeviceClients::new(),
+        settings,
+        shutdown.clone(),
+    )
+    .unwrap();
+    let push = async |items: Vec<Value>| {
+        let (status, body) = api
+            .ingest(Some(&api.ingest_key), Value::Array(items).to_string())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["rejected"], json!([]));
+    };
+
+    // Under 2.0 from 15 minutes ago; held for `for` (5 minutes) 10 minutes ago. The batch
+    // arrives newest first: the evaluator must see it in time order.
+    push(vec![
+        item("flow_rate", 10, json!(1.2)),
+        item("flow_rate", 12, json!(1.8)),
+        item("flow_rate", 15, json!(1.5)),
+        item("flow_rate", 20, json!(3.0)),
+    ])
+    .await;
+    let fired = alert_event(&mut events, "firing").await;
+    // Back over 2.0 but inside the hysteresis band: still firing. Then past 2.5: resolved.
+    push(vec![item("flow_rate", 8, json!(2.3))]).await;
+    push(vec![item("flow_rate", 6, json!(2.6))]).await;
+    let resolved = alert_event(&mut events, "resolved").await;
+    assert_eq!(fired, resolved);
+
+    let alerts = api.store.list_alerts(None, 10).await.unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let minutes_ago = |m: i64| now() - chrono::Duration::minutes(m);
+    assert_eq!(alerts[0].state, AlertState::Resolved);
+    assert_eq!(alerts[0].opened_at, minutes_ago(15));
+    assert_eq!(alerts[0].firing_at, Some(minutes_ago(10)));
+    assert_eq!(alerts[0].resolved_at, Some(minutes_ago(6)));
+    assert_eq!(alerts[0].value, Some(2.6));
+
+    shutdown.cancel();
+    tokio::time::timeout(TEST_TIMEOUT, telemetry)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        api.control.sample_feed().is_none(),
+        "telemetry let go of the feed"
+    );
 }
 
 fn urlencode(s: &str) -> String {

@@ -1305,6 +1305,147 @@ async fn one_alert_should_stay_open_per_rule_and_device(store: Store, _url: Stri
     );
 }
 
+async fn an_alert_change_should_queue_its_notifications_once_in_the_same_transaction(
+    store: Store,
+    _url: String,
+) {
+    let ops = ["ops".to_owned(), "pager".to_owned()];
+    let (alert, created) = store
+        .open_alert_notifying(
+            "low-flow",
+            "fm-1",
+            AlertState::Pending,
+            "warning",
+            Some(1.5),
+            at(0),
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert!(created);
+    // A pending alert notifies nobody.
+    assert!(store.list_deliveries(alert.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .transition_alert_notifying(
+                alert.id,
+                AlertState::Pending,
+                AlertState::Firing,
+                Some(1.2),
+                at(10),
+                &ops,
+            )
+            .await
+            .unwrap()
+    );
+    // The same transition again does not take effect and queues nothing more.
+    assert!(
+        !store
+            .transition_alert_notifying(
+                alert.id,
+                AlertState::Pending,
+                AlertState::Firing,
+                Some(1.2),
+                at(11),
+                &ops,
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .queue_notification(alert.id, "ops", "firing", at(12))
+            .await
+            .unwrap()
+    );
+    let queued: Vec<(String, String, i64, DeliveryStatus)> = store
+        .list_deliveries(alert.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.channel, d.event, d.attempt, d.status))
+        .collect();
+    assert_eq!(
+        queued,
+        [
+            ("ops".into(), "firing".into(), 0, DeliveryStatus::Queued),
+            ("pager".into(), "firing".into(), 0, DeliveryStatus::Queued),
+        ]
+    );
+    // Queued deliveries are due at once; an attempt recorded after one replaces it.
+    assert!(store.due_deliveries(at(9), 10).await.unwrap().is_empty());
+    assert_eq!(store.due_deliveries(at(10), 10).await.unwrap().len(), 2);
+    store
+        .record_delivery(
+            &NewDelivery {
+                alert_id: alert.id,
+                channel: "ops".to_owned(),
+                event: "firing".to_owned(),
+                attempt: 1,
+                status: DeliveryStatus::Succeeded,
+                response_code: Some(200),
+                error: None,
+                next_attempt_at: None,
+            },
+            at(13),
+        )
+        .await
+        .unwrap();
+    let due = store.due_deliveries(at(20), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].channel.as_str(), due[0].attempt), ("pager", 0));
+    let latest = store
+        .latest_delivery(alert.id, "ops", "firing")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (latest.attempt, latest.status),
+        (1, DeliveryStatus::Succeeded)
+    );
+    // Resolving queues the resolution; opening straight into firing queues at once.
+    assert!(
+        store
+            .transition_alert_notifying(
+                alert.id,
+                AlertState::Firing,
+                AlertState::Resolved,
+                Some(2.6),
+                at(30),
+                &ops[..1],
+            )
+            .await
+            .unwrap()
+    );
+    let (other, _) = store
+        .open_alert_notifying(
+            "high-flow",
+            "fm-1",
+            AlertState::Firing,
+            "critical",
+            Some(9.0),
+            at(31),
+            &ops[..1],
+        )
+        .await
+        .unwrap();
+    let mut due: Vec<(i64, String, String)> = store
+        .due_deliveries(at(40), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.alert_id, d.channel, d.event))
+        .collect();
+    due.sort();
+    let mut expected = vec![
+        (alert.id, "pager".to_owned(), "firing".to_owned()),
+        (alert.id, "ops".to_owned(), "resolved".to_owned()),
+        (other.id, "ops".to_owned(), "firing".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(due, expected);
+}
+
 async fn strings_that_look_like_sql_should_be_stored_verbatim(store: Store, _url: String) {
     let evil = "x'); DROP TABLE runs; -- \"$1\" \\ %_";
     let mut run = new_run(evil, evil, RunStatus::AwaitingApproval, 1);
@@ -1380,6 +1521,7 @@ on_both_backends!(
     readings_should_be_stored_in_batches_and_queried,
     reading_values_should_round_trip_exactly,
     one_alert_should_stay_open_per_rule_and_device,
+    an_alert_change_should_queue_its_notifications_once_in_the_same_transaction,
     strings_that_look_like_sql_should_be_stored_verbatim,
     migrations_should_be_idempotent,
     times_should_round_trip_to_the_microsecond,

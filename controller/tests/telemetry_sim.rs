@@ -2,7 +2,9 @@
 //! loopback: thresholds fire only after `for` and resolve only past the hysteresis, a device
 //! that stops answering raises an offline alert and clears it, notifications arrive signed,
 //! and a receiver that fails twice gets the notification on the third attempt with every
-//! attempt logged. The step functions are driven with explicit times (no sleeps, no timed
+//! attempt logged. A notification survives a crash between the alert transition and the
+//! first attempt, and a store that refuses readings for a while loses none of them (up to a
+//! bound). The step functions are driven with explicit times (no sleeps, no timed
 //! assertions); one test runs the whole pipeline through `telemetry::spawn`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,10 +23,10 @@ use mycopod::reconcile::observe::LiveWorld;
 use mycopod::store::Store;
 use mycopod::telemetry::deliver::Attempted;
 use mycopod::telemetry::evaluate::NoticeEvent;
-use mycopod::telemetry::writer::write_samples;
+use mycopod::telemetry::writer::{Batch, write_samples};
 use mycopod::telemetry::{
-    DeviceClients, Evaluator, Notifier, NotifySettings, PollTarget, SampleKind, TelemetrySettings,
-    poll_device,
+    DeviceClients, Evaluator, Notifier, NotifySettings, PollTarget, Sample, SampleKind,
+    TelemetrySettings, poll_device,
 };
 use mycopod_adapters::modbus::{
     ClientOptions, DataType, DeviceDef, Fault, ManualClock, RegisterDef, SimDevice, Simulator,
@@ -488,6 +490,227 @@ async fn a_receiver_that_keeps_failing_should_be_given_up_after_the_bound() {
     .await;
 }
 
+/// Regression: a notice went straight from the evaluator to the notifier and the delivery log
+/// was only written after the first attempt, so a crash in between lost the notification.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_should_survive_a_crash_between_the_transition_and_the_first_attempt() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let receiver = Receiver::default();
+        let hook = start_receiver(receiver.clone()).await;
+        {
+            // The process that sees the alert fire and dies before notifying anyone.
+            let store = Store::connect(&url).await.unwrap();
+            store.migrate().await.unwrap();
+            channel(&store, &hook).await;
+            put(
+                &store,
+                ConfigKind::AlertRule,
+                "low-flow",
+                json!({"device": "fm-1", "register": "flow_rate", "condition": {"below": 2.0},
+                       "notify": ["ops"]}),
+            )
+            .await;
+            let mut evaluator = Evaluator::new(store.clone(), Duration::ZERO);
+            let sample = Sample {
+                device: "fm-1".into(),
+                time: at(0),
+                kind: SampleKind::Values(vec![("flow_rate".into(), 1.5)]),
+            };
+            let notices = evaluator.observe(&sample).await.unwrap();
+            assert_eq!(notices.len(), 1);
+            assert_eq!(notices[0].event, NoticeEvent::Firing);
+            // The notices are dropped here: the notifier never ran.
+            store.close().await;
+        }
+        assert!(receiver.got.lock().unwrap().is_empty());
+
+        // The next process: a new store and notifier on the same database.
+        let store = Store::connect(&url).await.unwrap();
+        let alert = store
+            .list_alerts(Some(AlertState::Firing), 10)
+            .await
+            .unwrap()
+            .pop()
+            .expect("the firing alert was recorded");
+        let queued = store.list_deliveries(alert.id).await.unwrap();
+        let queued: Vec<(i64, DeliveryStatus)> =
+            queued.iter().map(|d| (d.attempt, d.status)).collect();
+        assert_eq!(queued, [(0, DeliveryStatus::Queued)]);
+        let notifier = Notifier::new(store.clone(), env(), NotifySettings::default()).unwrap();
+        assert_eq!(notifier.run_due(at(1)).await.unwrap(), 1);
+        // Once delivered, neither a scan nor a late start of the same attempt sends it again.
+        assert_eq!(notifier.run_due(at(2)).await.unwrap(), 0);
+        assert_eq!(
+            notifier
+                .attempt(alert.id, "ops", NoticeEvent::Firing, 1, at(3))
+                .await
+                .unwrap(),
+            Attempted::AlreadyDone
+        );
+        // Queueing it again (a replayed transition) adds nothing.
+        assert!(
+            !store
+                .queue_notification(alert.id, "ops", "firing", at(4))
+                .await
+                .unwrap()
+        );
+        assert_eq!(notifier.run_due(at(5)).await.unwrap(), 0);
+
+        let got = receiver.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 1, "exactly one delivery");
+        let (headers, body) = &got[0];
+        let signature = headers["x-mycopod-signature"].to_str().unwrap();
+        assert!(verify_sha256(SECRET.as_bytes(), body, signature));
+        let payload: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(payload["event"], "alert.firing");
+        assert_eq!(payload["alert"]["id"], alert.id);
+        let log: Vec<(i64, DeliveryStatus)> = store
+            .list_deliveries(alert.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| (d.attempt, d.status))
+            .collect();
+        assert_eq!(
+            log,
+            [(0, DeliveryStatus::Queued), (1, DeliveryStatus::Succeeded)]
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_whose_min_severity_filters_an_alert_should_record_it_skipped_once() {
+    within(async {
+        let (store, _dir) = store().await;
+        let receiver = Receiver::default();
+        let url = start_receiver(receiver.clone()).await;
+        put(
+            &store,
+            ConfigKind::NotificationChannel,
+            "ops",
+            json!({"webhook": {"url": url}, "minSeverity": "critical"}),
+        )
+        .await;
+        let (alert, _) = store
+            .open_alert_notifying(
+                "low-flow",
+                "fm-1",
+                AlertState::Firing,
+                "warning",
+                Some(1.5),
+                at(0),
+                &["ops".to_owned()],
+            )
+            .await
+            .unwrap();
+        let notifier = Notifier::new(store.clone(), env(), NotifySettings::default()).unwrap();
+        assert_eq!(notifier.run_due(at(1)).await.unwrap(), 1);
+        // Skipped is final: later scans do not pick it up again.
+        assert_eq!(notifier.run_due(at(2)).await.unwrap(), 0);
+        let log: Vec<(i64, DeliveryStatus)> = store
+            .list_deliveries(alert.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| (d.attempt, d.status))
+            .collect();
+        assert_eq!(
+            log,
+            [(0, DeliveryStatus::Queued), (1, DeliveryStatus::Skipped)]
+        );
+        assert!(receiver.got.lock().unwrap().is_empty());
+    })
+    .await;
+}
+
+fn values_at(secs: i64) -> Arc<Sample> {
+    Arc::new(Sample {
+        device: "fm-1".into(),
+        time: at(secs),
+        kind: SampleKind::Values(vec![
+            ("flow_rate".into(), secs as f64),
+            ("status".into(), 1.0),
+        ]),
+    })
+}
+
+/// Regression: a failed batch write was logged and its readings dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn readings_refused_by_the_store_should_be_kept_for_the_next_flush_within_a_bound() {
+    within(async {
+        let (store, _dir) = store().await;
+        store.ensure_device("fm-1", at(0)).await.unwrap();
+        let mycopod::store::Backend::Sqlite(pool) = store.backend() else {
+            unreachable!("the test store is SQLite")
+        };
+        // The store refuses every reading until the trigger is dropped.
+        sqlx::query(
+            "CREATE TRIGGER refuse_readings BEFORE INSERT ON readings \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        let mut batch = Batch::new(6);
+        assert_eq!(batch.push(values_at(10)), 0);
+        let error = batch.flush(&store).await.unwrap_err();
+        assert!(
+            format!("{error:?}").contains("refused by the test"),
+            "{error:?}"
+        );
+        assert_eq!(batch.waiting(), 2, "kept after the failed flush");
+        // A failed poll carries no readings: nothing to keep.
+        assert_eq!(
+            batch.push(Arc::new(Sample {
+                device: "fm-1".into(),
+                time: at(15),
+                kind: SampleKind::Failed {
+                    error: "timeout".into(),
+                    offline: false,
+                    failures: 1,
+                },
+            })),
+            0
+        );
+        assert_eq!(batch.push(values_at(20)), 0);
+        assert_eq!(batch.push(values_at(30)), 0);
+        assert!(batch.flush(&store).await.is_err());
+        assert_eq!(batch.waiting(), 6);
+        // Past the bound the oldest sample goes, counted.
+        assert_eq!(batch.push(values_at(40)), 2);
+        assert_eq!(batch.waiting(), 6);
+        assert_eq!(batch.dropped(), 2);
+
+        sqlx::query("DROP TRIGGER refuse_readings")
+            .execute(pool)
+            .await
+            .unwrap();
+        assert_eq!(batch.flush(&store).await.unwrap(), 6);
+        assert!(batch.is_empty());
+        let stored: Vec<(DateTime<Utc>, f64)> = store
+            .query_readings("fm-1", "flow_rate", at(0), at(100), 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.time, r.value))
+            .collect();
+        assert_eq!(stored, [(at(20), 20.0), (at(30), 30.0), (at(40), 40.0)]);
+        assert_eq!(
+            store
+                .query_readings("fm-1", "status", at(0), at(100), 100)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(batch.dropped(), 2);
+    })
+    .await;
+}
+
 fn declarations(port: u16, hook: &str) -> String {
     format!(
         r#"apiVersion: mycopod/v1
@@ -594,6 +817,8 @@ async fn spawned_telemetry_should_poll_store_readings_and_notify_from_the_desire
 
         shutdown.cancel();
         handle.await.unwrap();
+        // The notice and the scan of the queue both started the delivery: sent once.
+        assert_eq!(receiver.got.lock().unwrap().len(), 1);
         // After shutdown every poll made has been written.
         let stored = store
             .query_readings(

@@ -3,10 +3,13 @@
 //! acknowledging them.
 //!
 //! Ingest checks each item on its own against the desired state (known device and register,
-//! a finite number, a time not far in the future) and stores the good ones in one batch; it
-//! never evaluates alerts or polls anything. Reads are thin wrappers over the store.
+//! a finite number, a time not far in the future) and stores the good ones in one batch, then
+//! hands them to the running telemetry's alert evaluator ([`crate::control::Control::sample_feed`])
+//! so a gateway-fed device fires and resolves alerts like a polled one; it never evaluates
+//! alerts itself or polls anything. Reads are thin wrappers over the store.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -181,6 +184,14 @@ async fn ingest_readings(
     let devices: BTreeSet<&str> = readings.iter().map(|r| r.device.as_str()).collect();
     for device in devices {
         state.store().record_device_seen(device, now).await?;
+    }
+    if let Some(feed) = state.control().sample_feed() {
+        for sample in crate::telemetry::poll::samples_of_readings(&readings) {
+            // A send error means telemetry is stopping: the readings are stored regardless.
+            if feed.send(Arc::new(sample)).await.is_err() {
+                break;
+            }
+        }
     }
     Ok(Json(IngestResult {
         received: items.len(),

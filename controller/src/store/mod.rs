@@ -43,6 +43,7 @@ pub use audit::{
 };
 pub use config::{ConfigObject, Declaration, LeaderLock, NewDeclaration};
 pub use error::StoreError;
+pub use readings::ReadingRow;
 pub use runs::{
     Action, ActionUpdate, ApprovalOutcome, ApprovalRecord, NewAction, NewRun, Run, RunFilter,
     RunPage, RunSummary,
@@ -77,6 +78,7 @@ pub enum Backend {
 pub struct Store {
     backend: Backend,
     events: EventBus,
+    series: readings::SeriesIds,
 }
 
 /// Expands `$body` once per backend with `$pool` bound to the typed pool, so SQL written once
@@ -204,7 +206,13 @@ impl Store {
         Store {
             backend,
             events: EventBus::new(),
+            series: readings::SeriesIds::default(),
         }
+    }
+
+    /// The cache of reading series ids (see `readings.rs`).
+    pub(crate) fn series_ids(&self) -> &readings::SeriesIds {
+        &self.series
     }
 
     /// The bus this store publishes committed changes of runs, actions, approvals and alerts

@@ -141,6 +141,12 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
 }
 
+/// A `queued` delivery (attempt 0) of ($1 alert, $2 channel, $3 event), due at $4; at most
+/// one per (alert, channel, event).
+const QUEUE_NOTIFICATION: &str = "INSERT INTO notification_deliveries (alert_id, channel, event, \
+     attempt, status, next_attempt_at, created_at) VALUES ($1, $2, $3, 0, 'queued', $4, $4) \
+     ON CONFLICT (alert_id, channel, event) WHERE status = 'queued' DO NOTHING";
+
 macro_rules! alert_columns {
     () => {
         "id, rule, device, state, severity, value, opened_at, firing_at, resolved_at, \
@@ -274,7 +280,8 @@ impl Store {
 
     /// Opens an alert for `rule` on `device` unless one is already open (pending or firing);
     /// returns the open alert and whether it was created now. The partial unique index makes
-    /// a second open alert impossible even under races.
+    /// a second open alert impossible even under races. Queues no notification (see
+    /// [`Store::open_alert_notifying`]).
     pub async fn open_alert(
         &self,
         rule: &str,
@@ -284,6 +291,24 @@ impl Store {
         value: Option<f64>,
         now: DateTime<Utc>,
     ) -> Result<(Alert, bool)> {
+        self.open_alert_notifying(rule, device, state, severity, value, now, &[])
+            .await
+    }
+
+    /// [`Store::open_alert`], and when the alert is created firing, queues a `firing`
+    /// notification to each of `channels` in the same transaction (see
+    /// [`Store::queue_notification`]), so a crash right after cannot lose it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open_alert_notifying(
+        &self,
+        rule: &str,
+        device: &str,
+        state: AlertState,
+        severity: &str,
+        value: Option<f64>,
+        now: DateTime<Utc>,
+        channels: &[String],
+    ) -> Result<(Alert, bool)> {
         if state == AlertState::Resolved {
             return Err(StoreError::InvalidInput {
                 what: "alert",
@@ -292,7 +317,8 @@ impl Store {
         }
         let now = db_time(now);
         let firing_at = (state == AlertState::Firing).then_some(now);
-        on_pool!(self, pool => {
+        let (alert, created) = on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err("begin open alert"))?;
             let created: Option<Alert> = sqlx::query_as(concat!(
                 "INSERT INTO alerts (rule, device, state, severity, value, opened_at, firing_at, \
                  updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $6) \
@@ -306,28 +332,49 @@ impl Store {
             .bind(value)
             .bind(now)
             .bind(firing_at)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_err("open alert"))?;
-            if let Some(alert) = created {
-                self.events().publish(Event::Alert {
-                    alert_id: alert.id,
-                    state: state.as_str().to_owned(),
-                });
-                return Ok((alert, true));
-            }
-            let open: Alert = sqlx::query_as(concat!(
-                "SELECT ", alert_columns!(), " FROM alerts \
-                 WHERE rule = $1 AND device = $2 AND state <> 'resolved'"
-            ))
-            .bind(rule)
-            .bind(device)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_err("find open alert"))?
-            .ok_or_else(|| StoreError::not_found("open alert", format!("{rule}/{device}")))?;
-            Ok((open, false))
-        })
+            let found = match created {
+                Some(alert) => {
+                    if state == AlertState::Firing {
+                        for channel in channels {
+                            sqlx::query(QUEUE_NOTIFICATION)
+                                .bind(alert.id)
+                                .bind(channel)
+                                .bind("firing")
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db_err("queue notification"))?;
+                        }
+                    }
+                    (alert, true)
+                }
+                None => {
+                    let open: Alert = sqlx::query_as(concat!(
+                        "SELECT ", alert_columns!(), " FROM alerts \
+                         WHERE rule = $1 AND device = $2 AND state <> 'resolved'"
+                    ))
+                    .bind(rule)
+                    .bind(device)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err("find open alert"))?
+                    .ok_or_else(|| StoreError::not_found("open alert", format!("{rule}/{device}")))?;
+                    (open, false)
+                }
+            };
+            tx.commit().await.map_err(db_err("commit open alert"))?;
+            found
+        });
+        if created {
+            self.events().publish(Event::Alert {
+                alert_id: alert.id,
+                state: state.as_str().to_owned(),
+            });
+        }
+        Ok((alert, created))
     }
 
     /// The open (pending or firing) alert of a rule on a device, if any.
@@ -358,7 +405,8 @@ impl Store {
     }
 
     /// Moves an alert from `from` to `to` if it is still in `from` (pending -> firing,
-    /// pending -> resolved, firing -> resolved); returns whether it took effect.
+    /// pending -> resolved, firing -> resolved); returns whether it took effect. Queues no
+    /// notification (see [`Store::transition_alert_notifying`]).
     pub async fn transition_alert(
         &self,
         id: i64,
@@ -367,11 +415,37 @@ impl Store {
         value: Option<f64>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        self.transition_alert_notifying(id, from, to, value, now, &[])
+            .await
+    }
+
+    /// [`Store::transition_alert`], and when it takes effect towards `firing` or `resolved`,
+    /// queues that notification to each of `channels` in the same transaction (see
+    /// [`Store::queue_notification`]): the change and its notifications are recorded
+    /// together or not at all.
+    pub async fn transition_alert_notifying(
+        &self,
+        id: i64,
+        from: AlertState,
+        to: AlertState,
+        value: Option<f64>,
+        now: DateTime<Utc>,
+        channels: &[String],
+    ) -> Result<bool> {
         let now = db_time(now);
         let firing_at = (to == AlertState::Firing).then_some(now);
         let resolved_at = (to == AlertState::Resolved).then_some(now);
+        let event = match to {
+            AlertState::Firing => Some("firing"),
+            AlertState::Resolved => Some("resolved"),
+            AlertState::Pending => None,
+        };
         let done = on_pool!(self, pool => {
-            sqlx::query(
+            let mut tx = pool
+                .begin_write()
+                .await
+                .map_err(db_err("begin alert transition"))?;
+            let done = sqlx::query(
                 "UPDATE alerts SET state = $3, value = COALESCE($4, value), updated_at = $5, \
                  firing_at = COALESCE(firing_at, $6), resolved_at = COALESCE($7, resolved_at) \
                  WHERE id = $1 AND state = $2",
@@ -383,11 +457,25 @@ impl Store {
             .bind(now)
             .bind(firing_at)
             .bind(resolved_at)
-            .execute(pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err("update alert state"))?
             .rows_affected()
-                == 1
+                == 1;
+            if done && let Some(event) = event {
+                for channel in channels {
+                    sqlx::query(QUEUE_NOTIFICATION)
+                        .bind(id)
+                        .bind(channel)
+                        .bind(event)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err("queue notification"))?;
+                }
+            }
+            tx.commit().await.map_err(db_err("commit alert transition"))?;
+            done
         });
         if done {
             self.events().publish(Event::Alert {
@@ -396,6 +484,31 @@ impl Store {
             });
         }
         Ok(done)
+    }
+
+    /// Queues notification `event` (`firing` or `resolved`) of alert `id` to `channel`: a
+    /// `queued` delivery row (attempt 0) due at `now`, which the notifier picks up like a
+    /// retry. Queueing the same (alert, channel, event) again does nothing; returns whether a
+    /// row was added.
+    pub async fn queue_notification(
+        &self,
+        id: i64,
+        channel: &str,
+        event: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        on_pool!(self, pool => {
+            Ok(sqlx::query(QUEUE_NOTIFICATION)
+                .bind(id)
+                .bind(channel)
+                .bind(event)
+                .bind(db_time(now))
+                .execute(pool)
+                .await
+                .map_err(db_err("queue notification"))?
+                .rows_affected()
+                == 1)
+        })
     }
 
     /// Deletes an alert that is still pending: its condition cleared before `for` was over,
@@ -483,15 +596,16 @@ impl Store {
         })
     }
 
-    /// Deliveries whose retry is due at `now`: the newest attempt of each (alert, channel,
-    /// event) when it is `retrying` with `next_attempt_at <= now`, earliest due first. Lets a
-    /// restarted notifier pick up retries it had scheduled.
+    /// Deliveries whose next attempt is due at `now`: the newest row of each (alert,
+    /// channel, event) when it is `queued` or `retrying` with `next_attempt_at <= now`,
+    /// earliest due first. Lets a restarted notifier pick up the notifications queued and the
+    /// retries scheduled before it stopped.
     pub async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Delivery>> {
         on_pool!(self, pool => {
             sqlx::query_as::<_, Delivery>(
                 "SELECT id, alert_id, channel, event, attempt, status, response_code, error, \
                  next_attempt_at, created_at FROM notification_deliveries d \
-                 WHERE status = 'retrying' AND next_attempt_at <= $1 \
+                 WHERE status IN ('queued', 'retrying') AND next_attempt_at <= $1 \
                  AND NOT EXISTS (SELECT 1 FROM notification_deliveries n \
                      WHERE n.alert_id = d.alert_id AND n.channel = d.channel \
                      AND n.event = d.event AND n.id > d.id) \
@@ -502,6 +616,28 @@ impl Store {
             .fetch_all(pool)
             .await
             .map_err(db_err("list due deliveries"))
+        })
+    }
+
+    /// The newest delivery row of (alert, channel, event), if any.
+    pub async fn latest_delivery(
+        &self,
+        alert_id: i64,
+        channel: &str,
+        event: &str,
+    ) -> Result<Option<Delivery>> {
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, Delivery>(
+                "SELECT id, alert_id, channel, event, attempt, status, response_code, error, \
+                 next_attempt_at, created_at FROM notification_deliveries \
+                 WHERE alert_id = $1 AND channel = $2 AND event = $3 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(alert_id)
+            .bind(channel)
+            .bind(event)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err("latest delivery"))
         })
     }
 

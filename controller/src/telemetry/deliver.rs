@@ -84,10 +84,13 @@ impl<'a> AlertMessage<'a> {
 /// What one attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempted {
-    /// Recorded with this status.
+    /// Recorded with this status (`skipped` when the alert's severity is below the channel's
+    /// `minSeverity`: nothing was sent).
     Recorded(DeliveryStatus),
-    /// Not sent: the alert's severity is below the channel's `minSeverity`.
-    Filtered,
+    /// Nothing done: the log shows this attempt was already made, or the delivery is over
+    /// (succeeded, failed, skipped). Keeps one delivery per (alert, channel, event) when the
+    /// same attempt is started twice (a notice and a scan of the queue).
+    AlreadyDone,
 }
 
 /// Sends notifications and keeps the delivery log.
@@ -180,7 +183,24 @@ impl Notifier {
         attempt: u32,
         now: DateTime<Utc>,
     ) -> Result<Attempted, StoreError> {
+        // Attempt 1 follows the queued row (attempt 0) or nothing; attempt n follows a
+        // `retrying` attempt n - 1. Anything else means another start got here first.
+        let latest = self
+            .store
+            .latest_delivery(alert_id, channel, event.as_str())
+            .await?;
+        let expected = match &latest {
+            None => attempt == 1,
+            Some(d) => {
+                matches!(d.status, DeliveryStatus::Queued | DeliveryStatus::Retrying)
+                    && d.attempt == i64::from(attempt) - 1
+            }
+        };
+        if !expected {
+            return Ok(Attempted::AlreadyDone);
+        }
         let alert = self.store.get_alert(alert_id).await?;
+        let mut skipped = None;
         let outcome: Result<u16, (Option<u16>, String, bool)> = match self.channel(channel).await {
             Err(message) => Err((None, message, true)),
             Ok(None) => Err((None, format!("channel {channel} is not declared"), false)),
@@ -188,32 +208,21 @@ impl Notifier {
                 let min = spec
                     .min_severity
                     .and_then(|s| serde_json::to_value(s).ok())
-                    .and_then(|v| v.as_str().map(severity_rank))
-                    .unwrap_or(0);
-                if severity_rank(&alert.severity) < min {
-                    return Ok(Attempted::Filtered);
-                }
-                match self.secret(channel, &spec) {
-                    Err(message) => Err((None, message, false)),
-                    Ok(secret) => {
-                        let body = AlertMessage::new(&alert, event);
-                        let delivery_id = format!("{alert_id}-{channel}-{}", event.as_str());
-                        let hook = Webhook {
-                            url: spec.webhook.url.url().as_str(),
-                            secret: secret.as_deref(),
-                            event: &body.event,
-                            delivery_id: &delivery_id,
-                            body: &body,
-                        };
-                        match self.sender.send(&hook).await {
-                            Ok(delivered) => Ok(delivered.status),
-                            Err(e) => Err((e.status(), e.to_string(), transient(&e))),
-                        }
+                    .and_then(|v| v.as_str().map(|s| (s.to_owned(), severity_rank(s))));
+                match min {
+                    Some((name, rank)) if severity_rank(&alert.severity) < rank => {
+                        skipped = Some(format!(
+                            "severity {} is below the channel's minSeverity {name}",
+                            alert.severity
+                        ));
+                        Ok(0)
                     }
+                    _ => self.send(channel, &spec, &alert, event).await,
                 }
             }
         };
         let (status, response_code, error, next_attempt_at) = match outcome {
+            Ok(_) if skipped.is_some() => (DeliveryStatus::Skipped, None, skipped, None),
             Ok(code) => (DeliveryStatus::Succeeded, Some(code), None, None),
             Err((code, message, retry)) if retry && attempt < self.settings.max_attempts => {
                 let wait = backoff(&self.settings, attempt, rand::random::<f64>());
@@ -225,7 +234,7 @@ impl Notifier {
             }
             Err((code, message, _)) => (DeliveryStatus::Failed, code, Some(message), None),
         };
-        if status != DeliveryStatus::Succeeded {
+        if !matches!(status, DeliveryStatus::Succeeded | DeliveryStatus::Skipped) {
             tracing::warn!(alert = alert_id, channel, attempt, error = ?error, "notification not delivered");
         }
         self.store
@@ -246,8 +255,35 @@ impl Notifier {
         Ok(Attempted::Recorded(status))
     }
 
-    /// Makes every retry that is due at `now`, one after the other. Returns how many were
-    /// attempted.
+    /// Sends one webhook: the receiver's status, or the status (if any), the error and
+    /// whether it is worth retrying.
+    async fn send(
+        &self,
+        channel: &str,
+        spec: &NotificationChannelSpec,
+        alert: &Alert,
+        event: NoticeEvent,
+    ) -> Result<u16, (Option<u16>, String, bool)> {
+        let secret = self
+            .secret(channel, spec)
+            .map_err(|message| (None, message, false))?;
+        let body = AlertMessage::new(alert, event);
+        let delivery_id = format!("{}-{channel}-{}", alert.id, event.as_str());
+        let hook = Webhook {
+            url: spec.webhook.url.url().as_str(),
+            secret: secret.as_deref(),
+            event: &body.event,
+            delivery_id: &delivery_id,
+            body: &body,
+        };
+        match self.sender.send(&hook).await {
+            Ok(delivered) => Ok(delivered.status),
+            Err(e) => Err((e.status(), e.to_string(), transient(&e))),
+        }
+    }
+
+    /// Makes every delivery that is due at `now` (queued notifications and retries), one
+    /// after the other. Returns how many were attempted.
     ///
     /// # Errors
     /// Store errors.
@@ -259,9 +295,13 @@ impl Notifier {
                 continue;
             };
             let attempt = u32::try_from(d.attempt).unwrap_or(u32::MAX - 1) + 1;
-            self.attempt(d.alert_id, &d.channel, event, attempt, now)
-                .await?;
-            done += 1;
+            if self
+                .attempt(d.alert_id, &d.channel, event, attempt, now)
+                .await?
+                != Attempted::AlreadyDone
+            {
+                done += 1;
+            }
         }
         Ok(done)
     }

@@ -4,8 +4,10 @@
 //! Rules are read from the database (as runs reconciled them) and re-read every
 //! `reload_every`, so a rule landed by a run takes effect without a restart. A pending alert
 //! whose condition clears before `for` is over is discarded, so a value flapping around a
-//! threshold leaves no trail and never notifies. Sending notifications is not done here: the
-//! evaluator returns [`Notice`]s for the notifier.
+//! threshold leaves no trail and never notifies. Sending notifications is not done here: a
+//! transition to firing or resolved queues its notifications in the store in the same
+//! transaction (so a crash cannot lose them), and the evaluator returns [`Notice`]s so the
+//! notifier can start on them at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -81,6 +83,8 @@ pub struct Evaluator {
     loaded_at: Option<Instant>,
     rules: BTreeMap<String, Rule>,
     tracked: HashMap<(String, String), Tracked>,
+    /// The time of the newest sample evaluated per device that has rules.
+    newest: HashMap<String, DateTime<Utc>>,
 }
 
 fn rule_from_spec(spec: AlertRuleSpec) -> Rule {
@@ -114,6 +118,7 @@ impl Evaluator {
             loaded_at: None,
             rules: BTreeMap::new(),
             tracked: HashMap::new(),
+            newest: HashMap::new(),
         }
     }
 
@@ -206,7 +211,9 @@ impl Evaluator {
 
     /// Evaluates every rule on the sample's device and records the transitions; returns the
     /// alerts that fired or resolved. A transition whose store write fails is not taken, so
-    /// the next sample tries again.
+    /// the next sample tries again. A sample older than the newest one already evaluated for
+    /// its device is ignored: a gateway sending a backlog late cannot move an alert back in
+    /// time.
     ///
     /// # Errors
     /// Store errors.
@@ -223,6 +230,19 @@ impl Evaluator {
             .filter(|(_, r)| r.spec.device.as_str() == sample.device)
             .map(|(name, r)| (name.clone(), r.clone()))
             .collect();
+        if matching.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.newest.get_mut(sample.device.as_str()) {
+            Some(newest) if sample.time < *newest => {
+                tracing::debug!(device = %sample.device, time = %sample.time, "sample older than the newest evaluated: ignored");
+                return Ok(Vec::new());
+            }
+            Some(newest) => *newest = sample.time,
+            None => {
+                self.newest.insert(sample.device.clone(), sample.time);
+            }
+        }
         let mut notices = Vec::new();
         for (name, rule) in matching {
             let Some(observation) = observation(&rule.spec, &sample.kind) else {
@@ -282,30 +302,51 @@ impl Evaluator {
                 Ok(Some(alert.id))
             }
             (Machine::Inactive, Machine::Firing { .. }, _) => {
+                let channels = channels();
                 let (alert, created) = store
-                    .open_alert(name, device, AlertState::Firing, &rule.severity, value, now)
+                    .open_alert_notifying(
+                        name,
+                        device,
+                        AlertState::Firing,
+                        &rule.severity,
+                        value,
+                        now,
+                        &channels,
+                    )
                     .await?;
-                if !created && alert.state == AlertState::Pending {
-                    store
-                        .transition_alert(
-                            alert.id,
-                            AlertState::Pending,
-                            AlertState::Firing,
-                            value,
-                            now,
-                        )
-                        .await?;
+                // An alert already open (another evaluator got there first) is only
+                // notified if this evaluator is the one that makes it fire.
+                let fired = created
+                    || (alert.state == AlertState::Pending
+                        && store
+                            .transition_alert_notifying(
+                                alert.id,
+                                AlertState::Pending,
+                                AlertState::Firing,
+                                value,
+                                now,
+                                &channels,
+                            )
+                            .await?);
+                if fired {
+                    notices.push(Notice {
+                        alert: store.get_alert(alert.id).await?,
+                        event: NoticeEvent::Firing,
+                        channels,
+                    });
                 }
-                notices.push(Notice {
-                    alert: store.get_alert(alert.id).await?,
-                    event: NoticeEvent::Firing,
-                    channels: channels(),
-                });
                 Ok(Some(alert.id))
             }
             (Machine::Pending { .. }, Machine::Firing { .. }, Some(id)) => {
                 if store
-                    .transition_alert(id, AlertState::Pending, AlertState::Firing, value, now)
+                    .transition_alert_notifying(
+                        id,
+                        AlertState::Pending,
+                        AlertState::Firing,
+                        value,
+                        now,
+                        &channels(),
+                    )
                     .await?
                 {
                     notices.push(Notice {
@@ -322,7 +363,14 @@ impl Evaluator {
             }
             (Machine::Firing { .. }, Machine::Inactive, Some(id)) => {
                 if store
-                    .transition_alert(id, AlertState::Firing, AlertState::Resolved, value, now)
+                    .transition_alert_notifying(
+                        id,
+                        AlertState::Firing,
+                        AlertState::Resolved,
+                        value,
+                        now,
+                        &channels(),
+                    )
                     .await?
                 {
                     notices.push(Notice {

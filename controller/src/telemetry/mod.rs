@@ -3,8 +3,11 @@
 //!
 //! Shape: one poller task per declared ModbusDevice sends [`Sample`]s to a batch writer (which
 //! stores readings in large batches) and to the evaluator (which runs the pure state machine
-//! of [`alerts`] and records alerts); firings and resolutions go to the notifier, whose every
-//! attempt runs in its own task. Pollers start, stop and change with the desired-state
+//! of [`alerts`] and records alerts); readings pushed over the API are stored by the API and
+//! reach the same evaluator through [`Control::sample_feed`]. Firings and resolutions queue
+//! their notifications in the store with the transition; the notifier delivers them from
+//! there (started at once by a [`Notice`], or found by its scan after a restart), every
+//! attempt in its own task. Pollers start, stop and change with the desired-state
 //! snapshots of [`Control`]. Polling never blocks reconciles: the Modbus clients are shared
 //! through [`DeviceClients`], whose client serializes the requests to one device.
 //! Each part has a step function tests drive directly; the loops around them are trivial.
@@ -53,6 +56,9 @@ pub struct TelemetrySettings {
     pub flush_every: Duration,
     /// Readings that make the writer store at once.
     pub max_batch: usize,
+    /// Readings the writer keeps while the store refuses them; past this the oldest are
+    /// dropped and counted.
+    pub max_pending: usize,
     /// How often alert rules are re-read from the database.
     pub rules_reload_every: Duration,
     /// Webhook retry policy.
@@ -71,6 +77,7 @@ impl TelemetrySettings {
             retention_every: Duration::from_secs(3600),
             flush_every: Duration::from_secs(1),
             max_batch: 50_000,
+            max_pending: 500_000,
             rules_reload_every: Duration::from_secs(5),
             notify: NotifySettings::default(),
             env: Arc::new(env),
@@ -149,9 +156,12 @@ pub fn spawn(
         .transpose()?
         .map(Arc::new);
     let mut desired = control.desired();
+    let (eval_tx, mut eval_rx) = mpsc::channel::<Arc<Sample>>(SAMPLE_BUFFER);
+    // Pushed readings reach the evaluator through the control handle the API holds.
+    control.set_sample_feed(Some(eval_tx.clone()));
+    let control = control.clone();
     Ok(tokio::spawn(async move {
         let (writer_tx, writer_rx) = mpsc::channel(SAMPLE_BUFFER);
-        let (eval_tx, mut eval_rx) = mpsc::channel::<Arc<Sample>>(SAMPLE_BUFFER);
         let (notice_tx, notice_rx) = mpsc::unbounded_channel();
         let sinks = poll::SampleSinks {
             writer: writer_tx,
@@ -162,6 +172,7 @@ pub fn spawn(
             writer_rx,
             settings.flush_every,
             settings.max_batch,
+            settings.max_pending,
             mqtt.clone(),
         ));
         let evaluator = {
@@ -256,7 +267,9 @@ pub fn spawn(
             r.cancel.cancel();
         }
         while pollers.join_next().await.is_some() {}
-        // The pollers held the last senders: the writer flushes and ends, then the evaluator.
+        // The pollers and the feed held the last senders: the writer flushes and ends, then
+        // the evaluator.
+        control.set_sample_feed(None);
         drop(sinks);
         let _ = writer.await;
         let _ = evaluator.await;
