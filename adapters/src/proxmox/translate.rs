@@ -249,7 +249,7 @@ fn push_opt(value: &mut String, key: &str, option: Option<&str>) {
 fn allocation(storage: &str, size: ByteSize) -> String {
     const GIB: u64 = 1 << 30;
     let bytes = size.as_bytes();
-    if bytes % GIB == 0 {
+    if bytes.is_multiple_of(GIB) {
         // The common case, without the float formatting.
         return format!("{storage}:{}", bytes / GIB);
     }
