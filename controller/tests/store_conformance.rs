@@ -315,6 +315,36 @@ async fn list_runs_should_filter_and_page_newest_first(store: Store, _url: Strin
         .unwrap();
     assert_eq!(by_commit.runs.len(), 1);
     assert_eq!(by_commit.runs[0].commit_sha, "c3aa");
+    // Every filter at once, the cursor included: each condition gets its own parameter.
+    let all = RunFilter {
+        status: Some(RunStatus::AwaitingApproval),
+        trigger: Some(Trigger::Webhook),
+        commit: Some("c".to_owned()),
+        before: Some(ids[4]),
+        limit: 1,
+    };
+    let first = store.list_runs(&all).await.unwrap();
+    let got: Vec<i64> = first.runs.iter().map(|r| r.id).collect();
+    assert_eq!(got, [ids[2]]);
+    assert_eq!(first.next_cursor, Some(ids[2]));
+    let rest = store
+        .list_runs(&RunFilter {
+            before: first.next_cursor,
+            ..all.clone()
+        })
+        .await
+        .unwrap();
+    let got: Vec<i64> = rest.runs.iter().map(|r| r.id).collect();
+    assert_eq!(got, [ids[0]]);
+    assert_eq!(rest.next_cursor, None);
+    let none = store
+        .list_runs(&RunFilter {
+            commit: Some("c2ab".to_owned()),
+            ..all
+        })
+        .await
+        .unwrap();
+    assert!(none.runs.is_empty());
 }
 
 async fn a_newer_run_should_supersede_only_waiting_runs_of_its_scope(store: Store, _url: String) {
