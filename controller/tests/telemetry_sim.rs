@@ -534,9 +534,7 @@ async fn a_notification_should_survive_a_crash_between_the_transition_and_the_fi
             .unwrap()
             .pop()
             .expect("the firing alert was recorded");
-        let queued = store.list_deliveries(alert.id).await.unwrap();
-        let queued: Vec<(i64, DeliveryStatus)> =
-            queued.iter().map(|d| (d.attempt, d.status)).collect();
+        let queued = attempts(&store, alert.id).await;
         assert_eq!(queued, [(0, DeliveryStatus::Queued)]);
         let notifier = Notifier::new(store.clone(), env(), NotifySettings::default()).unwrap();
         assert_eq!(notifier.run_due(at(1)).await.unwrap(), 1);
@@ -566,13 +564,7 @@ async fn a_notification_should_survive_a_crash_between_the_transition_and_the_fi
         let payload: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(payload["event"], "alert.firing");
         assert_eq!(payload["alert"]["id"], alert.id);
-        let log: Vec<(i64, DeliveryStatus)> = store
-            .list_deliveries(alert.id)
-            .await
-            .unwrap()
-            .iter()
-            .map(|d| (d.attempt, d.status))
-            .collect();
+        let log = attempts(&store, alert.id).await;
         assert_eq!(
             log,
             [(0, DeliveryStatus::Queued), (1, DeliveryStatus::Succeeded)]
@@ -610,13 +602,7 @@ async fn a_channel_whose_min_severity_filters_an_alert_should_record_it_skipped_
         assert_eq!(notifier.run_due(at(1)).await.unwrap(), 1);
         // Skipped is final: later scans do not pick it up again.
         assert_eq!(notifier.run_due(at(2)).await.unwrap(), 0);
-        let log: Vec<(i64, DeliveryStatus)> = store
-            .list_deliveries(alert.id)
-            .await
-            .unwrap()
-            .iter()
-            .map(|d| (d.attempt, d.status))
-            .collect();
+        let log = attempts(&store, alert.id).await;
         assert_eq!(
             log,
             [(0, DeliveryStatus::Queued), (1, DeliveryStatus::Skipped)]
@@ -624,6 +610,17 @@ async fn a_channel_whose_min_severity_filters_an_alert_should_record_it_skipped_
         assert!(receiver.got.lock().unwrap().is_empty());
     })
     .await;
+}
+
+/// The delivery log of an alert as (attempt, status), oldest first.
+async fn attempts(store: &Store, alert: i64) -> Vec<(i64, DeliveryStatus)> {
+    store
+        .list_deliveries(alert)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| (d.attempt, d.status))
+        .collect()
 }
 
 fn values_at(secs: i64) -> Arc<Sample> {

@@ -193,32 +193,32 @@ async fn sqlite_values<'t>(
     Ok(affected)
 }
 
+/// What both backends do when a series exists: keep the newer latest reading.
+macro_rules! upsert_series_conflict {
+    () => {
+        " ON CONFLICT (device, register) DO UPDATE SET \
+         latest_value = CASE WHEN series.latest_ts IS NULL \
+             OR excluded.latest_ts >= series.latest_ts \
+             THEN excluded.latest_value ELSE series.latest_value END, \
+         latest_ts = CASE WHEN series.latest_ts IS NULL \
+             OR excluded.latest_ts >= series.latest_ts \
+             THEN excluded.latest_ts ELSE series.latest_ts END \
+         RETURNING id, device, register"
+    };
+}
+
 /// Upserts the series of a batch that are not cached yet (setting their latest reading) and
 /// returns their ids. Per-backend text: SQLite unpacks one JSON parameter, PostgreSQL arrays.
 const SQLITE_UPSERT_SERIES: &str = concat!(
     "INSERT INTO series (device, register, latest_ts, latest_value) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 \
      FROM json_each($1) WHERE TRUE",
-    " ON CONFLICT (device, register) DO UPDATE SET \
-     latest_value = CASE WHEN series.latest_ts IS NULL \
-         OR excluded.latest_ts >= series.latest_ts \
-         THEN excluded.latest_value ELSE series.latest_value END, \
-     latest_ts = CASE WHEN series.latest_ts IS NULL \
-         OR excluded.latest_ts >= series.latest_ts \
-         THEN excluded.latest_ts ELSE series.latest_ts END \
-     RETURNING id, device, register"
+    upsert_series_conflict!()
 );
 const POSTGRES_UPSERT_SERIES: &str = concat!(
     "INSERT INTO series (device, register, latest_ts, latest_value) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::float8[])",
-    " ON CONFLICT (device, register) DO UPDATE SET \
-     latest_value = CASE WHEN series.latest_ts IS NULL \
-         OR excluded.latest_ts >= series.latest_ts \
-         THEN excluded.latest_value ELSE series.latest_value END, \
-     latest_ts = CASE WHEN series.latest_ts IS NULL \
-         OR excluded.latest_ts >= series.latest_ts \
-         THEN excluded.latest_ts ELSE series.latest_ts END \
-     RETURNING id, device, register"
+    upsert_series_conflict!()
 );
 
 impl Store {
