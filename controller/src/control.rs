@@ -252,6 +252,12 @@ impl Control {
     pub fn set_desired(&self, snapshot: Snapshot) {
         self.inner.desired.send_replace(Some(Arc::new(snapshot)));
     }
+
+    /// Forgets the desired state (this replica lost the leadership): what follows it, such
+    /// as device polling, stops until the replica leads again and loads a commit.
+    pub fn clear_desired(&self) {
+        self.inner.desired.send_replace(None);
+    }
 }
 
 #[cfg(test)]

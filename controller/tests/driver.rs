@@ -395,6 +395,46 @@ async fn only_one_driver_should_lead_on_sqlite_until_the_leader_lets_go() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_driver_whose_lease_was_taken_should_stop_leading_and_forget_its_desired_state() {
+    within(async {
+        let rig = Rig::start().await;
+        let repo = Repo::new();
+        repo.commit(&rig.yaml(2, 0.75), "first");
+        let short = Duration::from_millis(300);
+        let mut first = new_loop(&rig, &rig.store, &repo, |s| s.lease_ttl = short).await;
+        first.driver.step(&[Reason::Poll], None).await;
+        assert!(
+            first.control.desired().borrow().is_some(),
+            "the leader loaded the commit"
+        );
+
+        // The first stops renewing (a stall, a partition); the lease runs out and another
+        // replica takes it.
+        tokio::time::sleep(short * 2).await;
+        let cache = tempfile::tempdir().unwrap();
+        let mut s = settings(&rig, &repo.path().display().to_string(), cache.path());
+        s.lease_ttl = short;
+        let (control, _rx) = Control::new(rig.store.events().clone(), Utc::now());
+        let mut second = Driver::new(rig.store.clone(), control.clone(), s);
+        assert!(
+            second.ensure_leadership().await,
+            "the expired lease is taken"
+        );
+
+        assert!(
+            !first.driver.ensure_leadership().await,
+            "the first has lost it"
+        );
+        assert!(!first.control.status().leader);
+        assert!(
+            first.control.desired().borrow().is_none(),
+            "a replica that lost the leadership holds no desired state (so it polls nothing)"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs MYCOPOD_TEST_DATABASE_URL"]
 async fn only_the_advisory_lock_holder_should_lead_on_postgres_and_a_survivor_takes_over() {
     within(store_support::with_postgres(|store, url| async move {

@@ -213,6 +213,9 @@ impl Driver {
         }
         if was && !leads {
             tracing::warn!(scope = %scope, "lost the reconcile leadership");
+            // Telemetry polls what the desired state declares: a replica that no longer
+            // leads must not keep polling beside the new leader.
+            self.control.clear_desired();
         }
         if was != leads {
             self.control.update_status(|s| s.leader = leads);
