@@ -1476,6 +1476,71 @@ async fn an_alert_change_should_queue_its_notifications_once_in_the_same_transac
     assert_eq!(due, expected);
 }
 
+async fn a_delivery_attempt_should_be_claimed_once_and_finished_in_place(
+    store: Store,
+    _url: String,
+) {
+    let (alert, _) = store
+        .open_alert_notifying(
+            "low-flow",
+            "fm-1",
+            AlertState::Firing,
+            "warning",
+            Some(1.0),
+            at(0),
+            &["ops".to_owned()],
+        )
+        .await
+        .unwrap();
+    let claim = store
+        .claim_delivery(alert.id, "ops", "firing", 1, at(30), at(1))
+        .await
+        .unwrap()
+        .expect("the first claim wins");
+    assert_eq!(
+        store
+            .claim_delivery(alert.id, "ops", "firing", 1, at(30), at(2))
+            .await
+            .unwrap(),
+        None,
+        "a second notifier gets no claim"
+    );
+    // Under way: not due until the claim's deadline.
+    assert!(store.due_deliveries(at(29), 10).await.unwrap().is_empty());
+    assert_eq!(store.due_deliveries(at(30), 10).await.unwrap().len(), 1);
+    store
+        .finish_delivery(
+            claim,
+            &NewDelivery {
+                alert_id: alert.id,
+                channel: "ops".to_owned(),
+                event: "firing".to_owned(),
+                attempt: 1,
+                status: DeliveryStatus::Succeeded,
+                response_code: Some(200),
+                error: None,
+                next_attempt_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(store.due_deliveries(at(100), 10).await.unwrap().is_empty());
+    let log: Vec<(i64, DeliveryStatus, Option<i64>)> = store
+        .list_deliveries(alert.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| (d.attempt, d.status, d.response_code))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            (0, DeliveryStatus::Queued, None),
+            (1, DeliveryStatus::Succeeded, Some(200))
+        ]
+    );
+}
+
 async fn strings_that_look_like_sql_should_be_stored_verbatim(store: Store, _url: String) {
     let evil = "x'); DROP TABLE runs; -- \"$1\" \\ %_";
     let mut run = new_run(evil, evil, RunStatus::AwaitingApproval, 1);
@@ -1552,6 +1617,7 @@ on_both_backends!(
     reading_values_should_round_trip_exactly,
     one_alert_should_stay_open_per_rule_and_device,
     an_alert_change_should_queue_its_notifications_once_in_the_same_transaction,
+    a_delivery_attempt_should_be_claimed_once_and_finished_in_place,
     strings_that_look_like_sql_should_be_stored_verbatim,
     migrations_should_be_idempotent,
     times_should_round_trip_to_the_microsecond,

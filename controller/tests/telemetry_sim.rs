@@ -612,6 +612,94 @@ async fn a_channel_whose_min_severity_filters_an_alert_should_record_it_skipped_
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn two_notifiers_on_one_database_should_send_a_notification_once() {
+    within(async {
+        let (store, _dir) = store().await;
+        let receiver = Receiver::default();
+        let hook = start_receiver(receiver.clone()).await;
+        channel(&store, &hook).await;
+        let (alert, _) = store
+            .open_alert_notifying(
+                "low-flow",
+                "fm-1",
+                AlertState::Firing,
+                "warning",
+                Some(1.5),
+                at(0),
+                &["ops".to_owned()],
+            )
+            .await
+            .unwrap();
+        // Two replicas scan the same queue at the same moment.
+        let a = Notifier::new(store.clone(), env(), NotifySettings::default()).unwrap();
+        let b = Notifier::new(store.clone(), env(), NotifySettings::default()).unwrap();
+        let (sent_a, sent_b) = tokio::join!(a.run_due(at(1)), b.run_due(at(1)));
+        assert_eq!(sent_a.unwrap() + sent_b.unwrap(), 1, "one of them sends it");
+        assert_eq!(receiver.got.lock().unwrap().len(), 1);
+        assert_eq!(
+            attempts(&store, alert.id).await,
+            [(0, DeliveryStatus::Queued), (1, DeliveryStatus::Succeeded)]
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_claimed_by_a_notifier_that_died_should_be_made_again_after_its_deadline() {
+    within(async {
+        let (store, _dir) = store().await;
+        let receiver = Receiver::default();
+        let hook = start_receiver(receiver.clone()).await;
+        channel(&store, &hook).await;
+        let (alert, _) = store
+            .open_alert_notifying(
+                "low-flow",
+                "fm-1",
+                AlertState::Firing,
+                "warning",
+                Some(1.5),
+                at(0),
+                &["ops".to_owned()],
+            )
+            .await
+            .unwrap();
+        // A notifier claims attempt 1 and dies before it finishes.
+        let deadline = at(60);
+        let claim = store
+            .claim_delivery(alert.id, "ops", "firing", 1, deadline, at(1))
+            .await
+            .unwrap();
+        assert!(claim.is_some());
+        assert_eq!(
+            store
+                .claim_delivery(alert.id, "ops", "firing", 1, deadline, at(1))
+                .await
+                .unwrap(),
+            None,
+            "an attempt is claimed once"
+        );
+        let notifier = Notifier::new(store.clone(), env(), NotifySettings::default()).unwrap();
+        assert_eq!(
+            notifier.run_due(at(30)).await.unwrap(),
+            0,
+            "not before the deadline"
+        );
+        assert!(receiver.got.lock().unwrap().is_empty());
+        assert_eq!(notifier.run_due(at(60)).await.unwrap(), 1);
+        assert_eq!(receiver.got.lock().unwrap().len(), 1);
+        assert_eq!(
+            attempts(&store, alert.id).await,
+            [
+                (0, DeliveryStatus::Queued),
+                (1, DeliveryStatus::Retrying),
+                (2, DeliveryStatus::Succeeded)
+            ]
+        );
+    })
+    .await;
+}
+
 /// The delivery log of an alert as (attempt, status), oldest first.
 async fn attempts(store: &Store, alert: i64) -> Vec<(i64, DeliveryStatus)> {
     store

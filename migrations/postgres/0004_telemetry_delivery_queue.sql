@@ -10,3 +10,10 @@ CREATE UNIQUE INDEX notification_deliveries_one_queued
     ON notification_deliveries (alert_id, channel, event) WHERE status = 'queued';
 CREATE INDEX notification_deliveries_due
     ON notification_deliveries (next_attempt_at) WHERE status IN ('queued', 'retrying');
+-- One row per attempt: a notifier claims attempt N by inserting its row before sending, so two
+-- notifiers (replicas) never send the same attempt. Rows that would break the rule could only
+-- come from such a race before this index existed; the first of each is kept.
+DELETE FROM notification_deliveries WHERE id NOT IN (
+    SELECT MIN(id) FROM notification_deliveries GROUP BY alert_id, channel, event, attempt);
+CREATE UNIQUE INDEX notification_deliveries_one_attempt
+    ON notification_deliveries (alert_id, channel, event, attempt);

@@ -145,7 +145,7 @@ pub struct Delivery {
 /// one per (alert, channel, event).
 const QUEUE_NOTIFICATION: &str = "INSERT INTO notification_deliveries (alert_id, channel, event, \
      attempt, status, next_attempt_at, created_at) VALUES ($1, $2, $3, 0, 'queued', $4, $4) \
-     ON CONFLICT (alert_id, channel, event) WHERE status = 'queued' DO NOTHING";
+     ON CONFLICT DO NOTHING";
 
 macro_rules! alert_columns {
     () => {
@@ -594,6 +594,67 @@ impl Store {
             .await
             .map_err(db_err("record delivery"))
         })
+    }
+
+    /// Claims attempt `attempt` of notifying `channel` about `event` on alert `alert_id`
+    /// before it is sent: its row goes in as `retrying`, due at `deadline`, so an attempt
+    /// that never finishes (the process died mid-send) is retried after the deadline. One row
+    /// per attempt is enforced by a unique index, so of several notifiers (replicas) racing
+    /// for the same attempt exactly one gets the row id; the others get `None` and send
+    /// nothing. [`Store::finish_delivery`] records the outcome on the claimed row.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim_delivery(
+        &self,
+        alert_id: i64,
+        channel: &str,
+        event: &str,
+        attempt: i64,
+        deadline: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>> {
+        on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "INSERT INTO notification_deliveries (alert_id, channel, event, attempt, status, \
+                 error, next_attempt_at, created_at) \
+                 VALUES ($1, $2, $3, $4, 'retrying', $5, $6, $7) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(alert_id)
+            .bind(channel)
+            .bind(event)
+            .bind(attempt)
+            .bind("attempt under way; retried if it does not finish by next_attempt_at")
+            .bind(db_time(deadline))
+            .bind(db_time(now))
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err("claim delivery"))
+        })
+    }
+
+    /// Records the outcome of a claimed attempt (see [`Store::claim_delivery`]) on its row:
+    /// status, response code, error and, for a retry, when the next attempt is due.
+    pub async fn finish_delivery(&self, id: i64, outcome: &NewDelivery) -> Result<()> {
+        let done = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE notification_deliveries SET status = $2, response_code = $3, error = $4, \
+                 next_attempt_at = $5 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(outcome.status)
+            .bind(outcome.response_code)
+            .bind(&outcome.error)
+            .bind(outcome.next_attempt_at.map(db_time))
+            .execute(pool)
+            .await
+            .map_err(db_err("finish delivery"))?
+            .rows_affected()
+        });
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::not_found("delivery", id))
+        }
     }
 
     /// Deliveries whose next attempt is due at `now`: the newest row of each (alert,

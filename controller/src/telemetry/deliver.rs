@@ -23,6 +23,9 @@ use super::evaluate::{Notice, NoticeEvent};
 use crate::model::{ConfigKind, DeliveryStatus};
 use crate::store::{Alert, NewDelivery, Store, StoreError};
 
+/// Added to twice the attempt timeout to give a claimed attempt its deadline.
+const CLAIM_SLACK: Duration = Duration::from_secs(5);
+
 /// Retry policy and limits of deliveries.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NotifySettings {
@@ -199,6 +202,27 @@ impl Notifier {
         if !expected {
             return Ok(Attempted::AlreadyDone);
         }
+        // Claim the attempt in the database before sending: another notifier (a replica)
+        // that read the same log gets no claim and sends nothing. A claim that is never
+        // finished falls due again at its deadline.
+        let deadline = chrono::Duration::from_std(self.settings.timeout * 2 + CLAIM_SLACK)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(now);
+        let Some(claim) = self
+            .store
+            .claim_delivery(
+                alert_id,
+                channel,
+                event.as_str(),
+                i64::from(attempt),
+                deadline,
+                now,
+            )
+            .await?
+        else {
+            return Ok(Attempted::AlreadyDone);
+        };
         let alert = self.store.get_alert(alert_id).await?;
         let mut skipped = None;
         let outcome: Result<u16, (Option<u16>, String, bool)> = match self.channel(channel).await {
@@ -238,7 +262,8 @@ impl Notifier {
             tracing::warn!(alert = alert_id, channel, attempt, error = ?error, "notification not delivered");
         }
         self.store
-            .record_delivery(
+            .finish_delivery(
+                claim,
                 &NewDelivery {
                     alert_id,
                     channel: channel.to_owned(),
@@ -249,7 +274,6 @@ impl Notifier {
                     error,
                     next_attempt_at,
                 },
-                now,
             )
             .await?;
         Ok(Attempted::Recorded(status))
