@@ -586,18 +586,7 @@ async fn a_channel_whose_min_severity_filters_an_alert_should_record_it_skipped_
             json!({"webhook": {"url": url}, "minSeverity": "critical"}),
         )
         .await;
-        let (alert, _) = store
-            .open_alert_notifying(
-                "low-flow",
-                "fm-1",
-                AlertState::Firing,
-                "warning",
-                Some(1.5),
-                at(0),
-                &["ops".to_owned()],
-            )
-            .await
-            .unwrap();
+        let alert = warning_firing_to_ops(&store).await;
         let notifier = Notifier::new(store.clone(), env(), NotifySettings::default()).unwrap();
         assert_eq!(notifier.run_due(at(1)).await.unwrap(), 1);
         // Skipped is final: later scans do not pick it up again.
@@ -619,18 +608,7 @@ async fn two_notifiers_on_one_database_should_send_a_notification_once() {
         let receiver = Receiver::default();
         let hook = start_receiver(receiver.clone()).await;
         channel(&store, &hook).await;
-        let (alert, _) = store
-            .open_alert_notifying(
-                "low-flow",
-                "fm-1",
-                AlertState::Firing,
-                "warning",
-                Some(1.5),
-                at(0),
-                &["ops".to_owned()],
-            )
-            .await
-            .unwrap();
+        let alert = warning_firing_to_ops(&store).await;
         // Two replicas scan the same queue at the same moment.
         let a = Notifier::new(store.clone(), env(), NotifySettings::default()).unwrap();
         let b = Notifier::new(store.clone(), env(), NotifySettings::default()).unwrap();
@@ -652,18 +630,7 @@ async fn an_attempt_claimed_by_a_notifier_that_died_should_be_made_again_after_i
         let receiver = Receiver::default();
         let hook = start_receiver(receiver.clone()).await;
         channel(&store, &hook).await;
-        let (alert, _) = store
-            .open_alert_notifying(
-                "low-flow",
-                "fm-1",
-                AlertState::Firing,
-                "warning",
-                Some(1.5),
-                at(0),
-                &["ops".to_owned()],
-            )
-            .await
-            .unwrap();
+        let alert = warning_firing_to_ops(&store).await;
         // A notifier claims attempt 1 and dies before it finishes.
         let deadline = at(60);
         let claim = store
@@ -698,6 +665,24 @@ async fn an_attempt_claimed_by_a_notifier_that_died_should_be_made_again_after_i
         );
     })
     .await;
+}
+
+/// A `warning` alert of `low-flow` on fm-1 that opened firing at 0 s, its notification to
+/// channel `ops` queued.
+async fn warning_firing_to_ops(store: &Store) -> mycopod::store::Alert {
+    store
+        .open_alert_notifying(
+            "low-flow",
+            "fm-1",
+            AlertState::Firing,
+            "warning",
+            Some(1.5),
+            at(0),
+            &["ops".to_owned()],
+        )
+        .await
+        .unwrap()
+        .0
 }
 
 /// The delivery log of an alert as (attempt, status), oldest first.

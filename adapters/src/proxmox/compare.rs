@@ -130,7 +130,7 @@ impl DesiredGuest {
 
     /// Every key the spec owns or owned: only these are ever compared.
     pub fn owned_keys(&self) -> BTreeSet<String> {
-        let mut keys: BTreeSet<String> = self.owned_config().into_keys().collect();
+        let mut keys: BTreeSet<String> = self.owned().map(|(k, _)| k.to_owned()).collect();
         keys.extend(self.remove.iter().cloned());
         keys
     }

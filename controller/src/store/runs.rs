@@ -371,8 +371,8 @@ impl Store {
             0 => 50,
             n => n.min(1000),
         };
-        // Only the filters given become conditions, so SQLite can use the status and commit
-        // indexes; each text is prepared once per connection and cached.
+        // Only the filters given become conditions, so a status filter can use its index;
+        // each text is prepared once per connection and cached.
         let mut sql = String::from(concat!("SELECT ", run_summary_columns!(), " FROM runs"));
         let mut conditions: Vec<String> = Vec::new();
         let mut param = 0;

@@ -189,7 +189,8 @@ pub struct SampleSinks {
 }
 
 /// Polls `target` until `cancel` fires: the first poll after a random part of the interval,
-/// then every [`next_delay`] with ±10 % jitter, each wake-up rounded up to [`WAKE_GRID`]. Samples go to both sinks; a full sink makes
+/// then every [`next_delay`] with ±10 % jitter, each wake-up moved to the nearest point of
+/// [`WAKE_GRID`] (see [`on_grid`]). Samples go to both sinks; a full sink makes
 /// the poller wait (bounded memory) rather than drop readings.
 pub async fn run_poller(
     store: Store,
