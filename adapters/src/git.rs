@@ -71,6 +71,24 @@ pub struct GitSource {
     git: PathBuf,
 }
 
+/// One commit and who made it, as `git log` records it (identities are what the committer's
+/// git said; a signed push webhook is the stronger word on who pushed).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommitInfo {
+    /// Full object id.
+    pub sha: String,
+    /// Author name.
+    pub author_name: String,
+    /// Author email.
+    pub author_email: String,
+    /// Committer name.
+    pub committer_name: String,
+    /// Committer email.
+    pub committer_email: String,
+    /// First line of the message.
+    pub subject: String,
+}
+
 /// A commit id as 40 (SHA-1) or 64 (SHA-256) lower-case hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CommitId(String);
@@ -309,6 +327,68 @@ impl GitSource {
             }
         }
         Err(not_found())
+    }
+
+    /// The commits reachable from `to` but not from `since` (all of `to`'s history when
+    /// `since` is `None`), newest first, at most `limit`, with their author and committer
+    /// identities as git records them.
+    #[tracing::instrument(skip(self), fields(remote = %self.display_remote(), to = %to.short()))]
+    pub async fn commits_between(
+        &self,
+        since: Option<&CommitId>,
+        to: &CommitId,
+        limit: usize,
+    ) -> Result<Vec<CommitInfo>, GitError> {
+        let (range, limit) = match since {
+            Some(s) if s != to => (format!("{}..{}", s.as_str(), to.as_str()), limit),
+            // Reconciling the same commit again: it covers that commit alone.
+            Some(_) => (to.as_str().to_owned(), 1),
+            None => (to.as_str().to_owned(), limit),
+        };
+        let max = format!("--max-count={}", limit.max(1));
+        // Fields separated by NUL, records by 0x1e (neither can occur in an identity).
+        let format = "--format=%H%x00%an%x00%ae%x00%cn%x00%ce%x00%s%x1e";
+        let args = [
+            "log",
+            "--no-color",
+            max.as_str(),
+            format,
+            range.as_str(),
+            "--",
+        ];
+        let out = self.run("log", &args, None).await?;
+        let text = String::from_utf8_lossy(&out);
+        let mut commits = Vec::new();
+        for record in text.split('\u{1e}') {
+            let record = record.trim_start_matches('\n');
+            if record.is_empty() {
+                continue;
+            }
+            let f: Vec<&str> = record.split('\0').collect();
+            let [
+                sha,
+                author_name,
+                author_email,
+                committer_name,
+                committer_email,
+                subject,
+            ] = f.as_slice()
+            else {
+                return Err(GitError::Protocol {
+                    op: "log",
+                    detail: format!("unexpected record with {} fields", f.len()),
+                });
+            };
+            commits.push(CommitInfo {
+                sha: (*sha).to_owned(),
+                author_name: (*author_name).to_owned(),
+                author_email: (*author_email).to_owned(),
+                committer_name: (*committer_name).to_owned(),
+                committer_email: (*committer_email).to_owned(),
+                subject: (*subject).to_owned(),
+            });
+        }
+        Ok(commits)
     }
 
     /// Reads every `*.yaml`/`*.yml` file under `subdir` (empty for the whole tree) at `commit`,

@@ -207,6 +207,9 @@ pub enum WebhookEvent {
         after: String,
         /// Whether the push deleted the ref.
         deleted: bool,
+        /// Who pushed (`pusher.email`, else `pusher.name`, else `sender.login`), as GitHub
+        /// signs it: a stronger word than the commits' own author fields.
+        pusher: Option<String>,
     },
     /// Any other event: answer 204.
     Other(String),
@@ -231,6 +234,24 @@ struct PushPayload {
     after: String,
     #[serde(default)]
     deleted: bool,
+    #[serde(default)]
+    pusher: Option<PushPusher>,
+    #[serde(default)]
+    sender: Option<PushSender>,
+}
+
+#[derive(serde::Deserialize)]
+struct PushPusher {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct PushSender {
+    #[serde(default)]
+    login: Option<String>,
 }
 
 /// Reads a delivery from its `X-GitHub-Event` header and body. The signature must have been
@@ -240,10 +261,17 @@ pub fn parse_webhook(event: &str, body: &[u8]) -> Result<WebhookEvent, serde_jso
         "ping" => Ok(WebhookEvent::Ping),
         "push" => {
             let push: PushPayload = serde_json::from_slice(body)?;
+            let pusher = push
+                .pusher
+                .as_ref()
+                .and_then(|p| p.email.clone().or_else(|| p.name.clone()))
+                .or_else(|| push.sender.and_then(|s| s.login))
+                .filter(|p| !p.trim().is_empty());
             Ok(WebhookEvent::Push {
                 git_ref: push.git_ref,
                 after: push.after,
                 deleted: push.deleted,
+                pusher,
             })
         }
         other => Ok(WebhookEvent::Other(other.to_owned())),
@@ -254,6 +282,21 @@ pub fn parse_webhook(event: &str, body: &[u8]) -> Result<WebhookEvent, serde_jso
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn a_push_should_name_its_pusher() {
+        let body = br#"{"ref":"refs/heads/main","after":"abc","pusher":{"name":"mallory","email":"Mallory@x.example"},"sender":{"login":"mal"}}"#;
+        let event = parse_webhook("push", body).unwrap();
+        assert!(matches!(
+            event,
+            WebhookEvent::Push { pusher: Some(ref p), .. } if p == "Mallory@x.example"
+        ));
+        let body = br#"{"ref":"refs/heads/main","after":"abc","sender":{"login":"mal"}}"#;
+        assert!(matches!(
+            parse_webhook("push", body).unwrap(),
+            WebhookEvent::Push { pusher: Some(ref p), .. } if p == "mal"
+        ));
+    }
 
     #[test]
     fn repo_ref_should_read_every_common_remote_form() {

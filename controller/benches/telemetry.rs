@@ -167,7 +167,7 @@ async fn bench_polling(dir: &tempfile::TempDir) {
     });
     let settings = TelemetrySettings::from_config(
         &mycopod::config::TelemetryConfig::default(),
-        Default::default(),
+        mycopod::secrets::Registry::default(),
     );
     let shutdown = CancellationToken::new();
     let handle = mycopod::telemetry::spawn(

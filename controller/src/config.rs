@@ -66,6 +66,9 @@ pub struct Config {
     pub github: GitHubConfig,
     /// Readings and alerts.
     pub telemetry: TelemetryConfig,
+    /// The secrets declarations may name, each with the destinations it may be sent to
+    /// (`[[secrets]]`; only in the file). Anything not listed is never resolved.
+    pub secrets: Vec<crate::secrets::SecretEntry>,
 }
 
 /// `[llm]`: any OpenAI-compatible endpoint (OpenAI, Ollama, vLLM, llama.cpp's server).
@@ -139,6 +142,7 @@ impl std::fmt::Debug for Config {
             .field("llm", &self.llm)
             .field("github", &self.github)
             .field("telemetry", &self.telemetry)
+            .field("secrets", &self.secrets)
             .finish()
     }
 }
@@ -187,6 +191,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             github: GitHubConfig::default(),
             telemetry: TelemetryConfig::default(),
+            secrets: Vec::new(),
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct TriggerRequest {
     pub trigger: Trigger,
     /// The user or API key that asked, if any (recorded on the run).
     pub requested_by: Option<String>,
+    /// Who pushed, from a signed GitHub webhook (compared with approvers).
+    pub pusher: Option<String>,
 }
 
 /// The desired state of the last commit that validated, as the loop loaded it.
@@ -270,6 +272,7 @@ mod tests {
         let request = TriggerRequest {
             trigger: Trigger::Manual,
             requested_by: Some("ops".into()),
+            pusher: None,
         };
         assert!(control.trigger(request.clone()));
         assert_eq!(rx.recv().await, Some(request.clone()));

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::model::Role;
+use crate::secrets::SecretEntry;
 use crate::store::{Store, hash_password};
 
 /// The example files the demo repository is made from, embedded at build time.
@@ -83,6 +84,19 @@ spec:
   approverRoles: [operator, admin]
   allowSelfApproval: false
   expiresAfter: 7d
+---
+# Changing a policy is a change to the gate itself: without a policy for it, one admin must
+# approve. In the demo one operator may, so that one operator can try everything.
+apiVersion: mycopod/v1
+kind: HandshakePolicy
+metadata:
+  name: policy-changes
+spec:
+  match:
+    kinds: [HandshakePolicy]
+  approvals: 1
+  approverRoles: [operator, admin]
+  allowSelfApproval: false
 ";
 
 /// The token secret the Proxmox simulator accepts for `mycopod@pve!gitops`.
@@ -653,6 +667,36 @@ pub async fn run(args: &Args, database_url: Option<String>) -> Result<()> {
             webhook_secret: Some(state.webhook_secret.clone()),
             ..crate::config::GitHubConfig::default()
         },
+        // The secrets the demo's declarations may name, each bound to its simulator; any
+        // other variable, file or destination a commit names is refused.
+        secrets: vec![
+            SecretEntry {
+                env: Some("PVE_TOKEN".to_owned()),
+                file: None,
+                destinations: vec![format!("http://127.0.0.1:{}", state.pve_port)],
+            },
+            // The guests' password references go to the cluster too.
+            SecretEntry {
+                env: Some("PIHOLE_ROOT_PASSWORD".to_owned()),
+                file: None,
+                destinations: vec![format!("http://127.0.0.1:{}", state.pve_port)],
+            },
+            SecretEntry {
+                env: Some("WEB_CI_PASSWORD".to_owned()),
+                file: None,
+                destinations: vec![format!("http://127.0.0.1:{}", state.pve_port)],
+            },
+            SecretEntry {
+                env: Some("OPS_WEBHOOK_SECRET".to_owned()),
+                file: None,
+                destinations: vec![format!("http://127.0.0.1:{}", state.hooks_port)],
+            },
+            SecretEntry {
+                env: None,
+                file: Some(data_dir.join("maintenance-webhook.secret")),
+                destinations: vec![format!("http://127.0.0.1:{}", state.hooks_port)],
+            },
+        ],
         ..Config::default()
     };
     let listener = TcpListener::bind(args.listen).await.with_context(|| {

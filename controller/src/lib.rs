@@ -11,6 +11,7 @@ pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
+pub mod secrets;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

@@ -153,6 +153,12 @@ pub fn requirement_for(policies: &[NamedPolicy<'_>], subject: &ActionSubject<'_>
         .filter(|p| matches(p.spec, subject))
         .map(|p| requirement_of(p.name, p.spec));
     let mut requirement = match matched.next() {
+        // A change to the gate itself is an admin's decision unless a policy says otherwise.
+        None if subject.kind == Kind::HandshakePolicy => Requirement {
+            approvals: 1,
+            approver_roles: [Role::Admin].into_iter().collect(),
+            ..Requirement::automatic()
+        },
         None => default_requirement(subject.verb),
         Some(first) => matched.fold(first, |acc, next| acc.strictest(&next)),
     };
@@ -259,14 +265,21 @@ pub fn spec_kind(kind: crate::plan::ResourceKind) -> Kind {
     }
 }
 
-/// What each action of `plan` needs under the policies `desired` declares, in plan order.
-/// An undeclared resource (a guest being pruned) has no labels.
+/// What each action of `plan` needs, in plan order.
+///
+/// The committer does not decide what is allowed: when `trusted` is given (the policies of
+/// the last applied commit, as held in the database), each action needs the strictest of
+/// what the trusted policies and the commit's own policies ask, so a commit can tighten the
+/// gate at once but never relax it. `trusted` is `None` only before anything was ever
+/// applied (first start), when the repository's policies count alone. An undeclared resource
+/// (a guest being pruned) has no labels.
 pub fn requirements_for_plan(
     desired: &mycopod_specs::DesiredState,
+    trusted: Option<&[NamedPolicy<'_>]>,
     plan: &crate::plan::Plan,
 ) -> Vec<Requirement> {
     use crate::plan::ResourceKind as R;
-    let policies: Vec<NamedPolicy<'_>> = desired
+    let declared: Vec<NamedPolicy<'_>> = desired
         .policies
         .iter()
         .map(|p| NamedPolicy {
@@ -287,17 +300,38 @@ pub fn requirements_for_plan(
                 R::HandshakePolicy => desired.policy(name).map(|r| r.labels()),
             }
             .unwrap_or(&empty);
-            requirement_for(
-                &policies,
-                &ActionSubject {
-                    kind: spec_kind(action.resource.kind),
-                    name,
-                    labels,
-                    verb: action.verb,
-                },
-            )
+            let subject = ActionSubject {
+                kind: spec_kind(action.resource.kind),
+                name,
+                labels,
+                verb: action.verb,
+            };
+            let proposed = requirement_for(&declared, &subject);
+            match trusted {
+                None => proposed,
+                Some(trusted) => requirement_for(trusted, &subject).strictest(&proposed),
+            }
         })
         .collect()
+}
+
+/// The handshake policies held in the database (those of the last applied commit), parsed
+/// from the observed configuration; a row that does not parse is named in the error list.
+pub fn stored_policies(
+    observed: &crate::plan::Observed,
+) -> (Vec<(String, HandshakePolicySpec)>, Vec<String>) {
+    let mut policies = Vec::new();
+    let mut unreadable = Vec::new();
+    for ((kind, name), stored) in &observed.config {
+        if *kind != crate::plan::ResourceKind::HandshakePolicy {
+            continue;
+        }
+        match serde_json::from_value::<HandshakePolicySpec>(stored.spec.clone()) {
+            Ok(spec) => policies.push((name.clone(), spec)),
+            Err(e) => unreadable.push(format!("HandshakePolicy/{name}: {e}")),
+        }
+    }
+    (policies, unreadable)
 }
 
 /// One person's decision on a run, as the API receives it.
@@ -309,6 +343,8 @@ pub struct DecisionRequest<'a> {
     pub role: Role,
     /// The plan hash they looked at.
     pub plan_hash: &'a str,
+    /// Their git identities (emails, lower-case), compared with the run's authors.
+    pub identities: &'a [String],
 }
 
 /// Why a decision is refused.
@@ -336,6 +372,18 @@ pub enum Refusal {
         /// The user.
         user: String,
     },
+    /// The user's git identity is an author, committer or pusher of a covered commit, and the
+    /// policies forbid self-approval.
+    #[error(
+        "{user} is {identity}, an author, committer or pusher of the commits this run covers, \
+         and the policies forbid approving one's own change"
+    )]
+    OwnCommit {
+        /// The user.
+        user: String,
+        /// The matching identity.
+        identity: String,
+    },
     /// The run waited longer than the policies allow.
     #[error("the run expired at {at}")]
     Expired {
@@ -350,6 +398,7 @@ pub fn check_decision(
     requirement: &Requirement,
     current_hash: &str,
     requested_by: Option<&str>,
+    authors: &BTreeSet<String>,
     planned_at: DateTime<Utc>,
     now: DateTime<Utc>,
     decision: &DecisionRequest<'_>,
@@ -384,10 +433,21 @@ pub fn check_decision(
             },
         });
     }
-    if !requirement.allow_self_approval && requested_by == Some(decision.user) {
-        return Err(Refusal::SelfApproval {
-            user: decision.user.to_owned(),
-        });
+    if !requirement.allow_self_approval {
+        if requested_by == Some(decision.user) {
+            return Err(Refusal::SelfApproval {
+                user: decision.user.to_owned(),
+            });
+        }
+        let own = std::iter::once(decision.user.to_lowercase())
+            .chain(decision.identities.iter().map(|i| i.to_lowercase()))
+            .find(|i| authors.contains(i));
+        if let Some(identity) = own {
+            return Err(Refusal::OwnCommit {
+                user: decision.user.to_owned(),
+                identity,
+            });
+        }
     }
     Ok(())
 }
@@ -603,20 +663,30 @@ mod tests {
         let planned = utc(2026, 11, 22, 10, 0);
         let ok_time = utc(2026, 11, 22, 10, 30);
         let hash = "a".repeat(64);
+        let authors: BTreeSet<String> = ["dave@plant.example".to_owned()].into();
+        let dave_ids = vec!["Dave@Plant.example".to_owned()];
         let check = |user: &str, role: Role, given: &str, now: DateTime<Utc>| {
+            let identities: &[String] = if user == "dave" { &dave_ids } else { &[] };
             check_decision(
                 &r,
                 &hash,
                 Some("alice"),
+                &authors,
                 planned,
                 now,
                 &DecisionRequest {
                     user,
                     role,
                     plan_hash: given,
+                    identities,
                 },
             )
         };
+        // Attack: the author of the covered commit approves it; git emails match case-blind.
+        assert!(matches!(
+            check("dave", Role::Operator, &hash, ok_time),
+            Err(Refusal::OwnCommit { .. })
+        ));
         assert_eq!(check("bob", Role::Operator, &hash, ok_time), Ok(()));
         assert!(matches!(
             check("bob", Role::Operator, &"b".repeat(64), ok_time),
@@ -662,5 +732,38 @@ mod tests {
         assert!(!glob_match("db-*", "web"));
         assert!(glob_match("exact", "exact"));
         assert!(!glob_match("exact", "exactly"));
+    }
+
+    #[test]
+    fn a_commit_should_never_relax_the_trusted_policy_that_guards_it() {
+        // Attack: the trusted policy asks two approvals for writes; the commit's own policy
+        // says zero. The stricter wins.
+        let trusted = policy("match: {verbs: [write]}\napprovals: 2");
+        let proposed = policy("match: {verbs: [write]}\napprovals: 0");
+        let none = labels(&[]);
+        let subject = subject(Kind::ModbusDevice, "fm-1", &none, Verb::Write);
+        let t = [NamedPolicy {
+            name: "guard",
+            spec: &trusted,
+        }];
+        let p = [NamedPolicy {
+            name: "guard",
+            spec: &proposed,
+        }];
+        let r = requirement_for(&t, &subject).strictest(&requirement_for(&p, &subject));
+        assert_eq!(r.approvals, 2);
+        // And a commit that deletes every policy falls back to the defaults, not to nothing.
+        let r = requirement_for(&t, &subject).strictest(&requirement_for(&[], &subject));
+        assert_eq!(r.approvals, 2);
+    }
+
+    #[test]
+    fn a_change_to_a_policy_should_need_an_admin_by_default() {
+        let none = labels(&[]);
+        for verb in [Verb::Upsert, Verb::Remove] {
+            let r = requirement_for(&[], &subject(Kind::HandshakePolicy, "p", &none, verb));
+            assert_eq!(r.approvals, 1, "{verb:?}");
+            assert_eq!(r.approver_roles, [Role::Admin].into_iter().collect());
+        }
     }
 }

@@ -79,11 +79,20 @@ pub fn loop_settings(config: &Config, env: &BTreeMap<String, String>) -> Result<
         backoff_base: Duration::from_secs(1),
         backoff_cap: Duration::from_secs(300),
         lease_ttl: Duration::from_secs(15),
-        env: env.clone(),
+        secrets: secret_registry(config, env)?,
         github,
         llm: llm_client(config)?,
         device_clients: None,
     })
+}
+
+/// The secrets declarations may name (`[[secrets]]`), values read from `env` and files.
+pub fn secret_registry(
+    config: &Config,
+    env: &BTreeMap<String, String>,
+) -> Result<crate::secrets::Registry> {
+    crate::secrets::Registry::from_config(config, env)
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))
 }
 
 /// The model client `config` describes, if a model is configured.
@@ -144,6 +153,17 @@ pub async fn start(
     env: &BTreeMap<String, String>,
     listener: TcpListener,
 ) -> Result<Running> {
+    if config
+        .github
+        .webhook_secret
+        .as_deref()
+        .is_some_and(|s| s.trim().is_empty())
+    {
+        bail!(
+            "github.webhook_secret (MYCOPOD_GITHUB_WEBHOOK_SECRET) is set but empty: anyone \
+             could sign a webhook with it; set a long random value or unset it"
+        );
+    }
     let mut settings = loop_settings(config, env)?;
     // One Modbus client per device, shared by the loop and the pollers.
     let clients = DeviceClients::new();
@@ -163,6 +183,7 @@ pub async fn start(
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
 
+    let settings_secrets = settings.secrets.clone();
     let driver = Driver::new(store.clone(), control.clone(), settings);
     tasks.push(tokio::spawn(driver::run(driver, triggers, stopped.clone())));
 
@@ -171,7 +192,7 @@ pub async fn start(
         store.clone(),
         &control,
         clients,
-        TelemetrySettings::from_config(&config.telemetry, env.clone()),
+        TelemetrySettings::from_config(&config.telemetry, settings_secrets),
         cancel.clone(),
     )
     .context("start telemetry")?;

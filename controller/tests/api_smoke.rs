@@ -81,7 +81,9 @@ async fn a_client_should_sign_in_approve_and_trigger_a_reconcile_over_a_real_soc
             .unwrap();
         assert_eq!(approved["status"], "approved");
         let woke = rig.triggers.recv().await.unwrap();
-        assert_eq!(woke.requested_by.as_deref(), Some("ana"));
+        // Approving wakes the loop but never makes the approver a run's requester (a
+        // regression test: it did, so self-approval checks saw the approver as author).
+        assert_eq!(woke.requested_by, None);
 
         let accepted = client
             .post(format!("{base}/api/v1/reconcile"))

@@ -443,7 +443,7 @@ async fn pushed_readings_should_fire_an_alert_after_for_and_resolve_it_past_the_
     let mut events = api.store.events().subscribe();
     let mut settings = TelemetrySettings::from_config(
         &mycopod::config::TelemetryConfig::default(),
-        Default::default(),
+        mycopod::secrets::Registry::default(),
     );
     settings.rules_reload_every = Duration::ZERO;
     let shutdown = CancellationToken::new();

@@ -46,6 +46,11 @@ async fn apply_should_need_approve_for_one_approval_then_converge_and_then_do_no
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("repo")).unwrap();
         std::fs::write(dir.path().join("repo/site.yaml"), rig.yaml(2, 0.75)).unwrap();
+        std::fs::write(
+            dir.path().join("mycopod.toml"),
+            support::secrets_toml(&rig.pve.base_url()),
+        )
+        .unwrap();
 
         let (code, stdout, stderr) = apply_async(dir.path(), &[]).await;
         assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -83,6 +88,11 @@ async fn apply_should_refuse_a_plan_that_needs_two_approvers_and_point_at_the_se
         std::fs::create_dir(dir.path().join("repo")).unwrap();
         let policy = "---\napiVersion: mycopod/v1\nkind: HandshakePolicy\nmetadata: {name: two-man}\nspec: {match: {verbs: [write]}, approvals: 2}\n";
         std::fs::write(dir.path().join("repo/site.yaml"), rig.yaml(2, 0.75) + policy).unwrap();
+        std::fs::write(
+            dir.path().join("mycopod.toml"),
+            support::secrets_toml(&rig.pve.base_url()),
+        )
+        .unwrap();
         let (code, _, stderr) = apply_async(dir.path(), &["--approve"]).await;
         assert_eq!(code, 1, "{stderr}");
         assert!(stderr.contains("this plan needs 2 approvals"), "{stderr}");

@@ -105,10 +105,12 @@ async fn a_serve_killed_while_applying_should_converge_without_creating_anything
             format!(
                 "database_url = \"sqlite://{}\"\nrepo = \"{}\"\ncache_dir = \"{}\"\n\
                  listen = \"127.0.0.1:0\"\npoll_interval = \"1s\"\n\
-                 jwt_secret = \"crash-test-secret-of-at-least-32-bytes\"\n",
+                 jwt_secret = \"crash-test-secret-of-at-least-32-bytes\"\n\
+                 [[secrets]]\nenv = \"PVE_TOKEN\"\ndestinations = [\"{}\"]\n",
                 db.display(),
                 repo.display(),
-                dir.path().join("cache").display()
+                dir.path().join("cache").display(),
+                pve.base_url()
             ),
         )
         .unwrap();

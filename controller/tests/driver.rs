@@ -78,7 +78,7 @@ fn settings(rig: &Rig, repo: &str, cache: &Path) -> LoopSettings {
         backoff_base: Duration::from_millis(10),
         backoff_cap: Duration::from_millis(100),
         lease_ttl: Duration::from_secs(15),
-        env: rig.env.clone(),
+        secrets: rig.env.clone(),
         github: None,
         llm: None,
         device_clients: None,
@@ -430,6 +430,98 @@ async fn a_driver_whose_lease_was_taken_should_stop_leading_and_forget_its_desir
             first.control.desired().borrow().is_none(),
             "a replica that lost the leadership holds no desired state (so it polls nothing)"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_whose_lease_was_taken_mid_apply_should_write_and_apply_nothing_more() {
+    within(async {
+        let rig = Rig::start().await;
+        let repo = Repo::new();
+        repo.commit(&rig.yaml(2, 0.75), "first");
+        let ttl = Duration::from_millis(300);
+        let mut first = new_loop(&rig, &rig.store, &repo, |s| s.lease_ttl = ttl).await;
+        first.driver.step(&[Reason::Poll], None).await;
+        let run_id = runs(&rig.store).await[0].id;
+        approve(&rig.store, run_id).await;
+
+        // Creating a guest takes a while, long past the lease's time to live.
+        rig.pve.set_task_duration(Duration::from_secs(3));
+        let applying = tokio::spawn(async move {
+            first.driver.step(&[Reason::Approved], None).await;
+            first
+        });
+        let running = loop {
+            let actions = rig.store.list_actions(run_id).await.unwrap();
+            if let Some(a) = actions
+                .iter()
+                .find(|a| a.status == mycopod::model::ActionStatus::Running)
+            {
+                break a.key.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(running.starts_with("Guest/"), "{running}");
+
+        // While it applies, the leader renews its lease: no one else can take it.
+        tokio::time::sleep(ttl * 2).await;
+        let scope = LoopSettings::scope_of(&repo.path().display().to_string(), "main");
+        let lease = format!("reconcile:{scope}");
+        let (holder, _) = rig.store.lease_holder(&lease).await.unwrap().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let mut s = settings(&rig, &repo.path().display().to_string(), cache.path());
+        s.lease_ttl = ttl;
+        let (control, _rx) = Control::new(rig.store.events().clone(), Utc::now());
+        let mut second = Driver::new(rig.store.clone(), control.clone(), s);
+        assert!(
+            !second.ensure_leadership().await,
+            "the lease is renewed while the run applies"
+        );
+
+        // The lease is taken from it (as after a stall or a partition): the second replica
+        // leads and closes the run as interrupted.
+        assert!(rig.store.release_lease(&lease, &holder).await.unwrap());
+        assert!(second.ensure_leadership().await, "the second takes over");
+        let closed = rig.store.get_run(run_id).await.unwrap();
+        assert_eq!(closed.status, RunStatus::Superseded, "{:?}", closed.error);
+        let after_takeover = rig.store.list_actions(run_id).await.unwrap();
+        let writes = |pve: &mycopod_adapters::proxmox::sim::SimHandle| {
+            pve.requests().iter().filter(|r| r.is_write()).count()
+        };
+        let writes_at_takeover = writes(&rig.pve);
+
+        // The first replica finishes its step long after its task would have completed.
+        let mut first = applying.await.unwrap();
+        assert!(second.ensure_leadership().await, "the second keeps leading");
+        assert!(
+            !first.driver.ensure_leadership().await,
+            "the first does not"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let actions = rig.store.list_actions(run_id).await.unwrap();
+        assert_eq!(
+            actions, after_takeover,
+            "the replica that lost the lease recorded no further action transition"
+        );
+        assert_eq!(
+            rig.store.get_run(run_id).await.unwrap().status,
+            RunStatus::Superseded
+        );
+        assert_eq!(
+            writes(&rig.pve),
+            writes_at_takeover,
+            "nothing more was sent to Proxmox"
+        );
+        assert_eq!(
+            rig.modbus.value("cutoff").unwrap(),
+            Value::Float(0.5),
+            "the setpoint of a later phase was never written"
+        );
+        let status = first.control.status();
+        let last = status.last_outcome.unwrap_or_default();
+        assert!(status.last_reconcile_failed);
+        assert!(last.contains("lost the leadership"), "{last}");
     })
     .await;
 }

@@ -21,7 +21,7 @@ kind: ProxmoxCluster
 metadata: {{name: home}}
 spec:
   endpoint: {pve}
-  auth: {{tokenId: "mycopod@pve!gitops", secretEnv: MYCOPOD_TEST_PVE_TOKEN}}
+  auth: {{tokenId: "mycopod@pve!gitops", secretEnv: PVE_TOKEN}}
   defaultNode: pve1
 ---
 apiVersion: mycopod/v1
@@ -77,7 +77,7 @@ fn run_plan(dir: &Path, extra: &[&str]) -> (i32, String, String) {
         dir,
         &args,
         &[
-            ("MYCOPOD_TEST_PVE_TOKEN", Some("tok-secret")),
+            ("PVE_TOKEN", Some("tok-secret")),
             ("MYCOPOD_DATABASE_URL", Some(&db)),
         ],
     )
@@ -92,6 +92,11 @@ async fn plan_should_show_the_changes_exit_3_and_send_no_write_request() {
     let yaml = declarations(&pve.base_url(), sim.addr().port());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("site.yaml"), &yaml).unwrap();
+    std::fs::write(
+        dir.path().join("mycopod.toml"),
+        support::secrets_toml(&pve.base_url()),
+    )
+    .unwrap();
     let json_out = dir.path().join("plan.json");
 
     let path = dir.path().to_owned();
@@ -171,23 +176,25 @@ async fn a_cluster_whose_secret_is_missing_should_be_reported_and_left_alone() {
         declarations(&pve.base_url(), sim.addr().port()),
     )
     .unwrap();
+    std::fs::write(
+        dir.path().join("mycopod.toml"),
+        support::secrets_toml(&pve.base_url()),
+    )
+    .unwrap();
     let path = dir.path().to_owned();
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
         let db = format!("sqlite://{}/absent.db", path.display());
         run_mycopod(
             &path,
             &["plan", "--repo", path.to_str().unwrap()],
-            &[
-                ("MYCOPOD_TEST_PVE_TOKEN", None),
-                ("MYCOPOD_DATABASE_URL", Some(&db)),
-            ],
+            &[("PVE_TOKEN", None), ("MYCOPOD_DATABASE_URL", Some(&db))],
         )
     })
     .await
     .unwrap();
     assert!(
         stderr.contains(
-            "environment variable MYCOPOD_TEST_PVE_TOKEN (from spec.auth.secretEnv) is not set"
+            "spec.auth.secretEnv: environment variable PVE_TOKEN is listed but cannot be read: the variable is not set"
         ),
         "{stderr}"
     );

@@ -266,7 +266,7 @@ async fn a_run_interrupted_while_applying_should_converge_without_repeating_what
         // then the process dies before it can record the result.
         assert!(
             rig.store
-                .claim_run(run_id, "controller", Utc::now())
+                .claim_run(run_id, "controller", None, Utc::now())
                 .await
                 .unwrap()
         );
@@ -281,6 +281,7 @@ async fn a_run_interrupted_while_applying_should_converge_without_repeating_what
                 ActionStatus::Pending,
                 ActionStatus::Running,
                 &Default::default(),
+                None,
                 Utc::now(),
             )
             .await
@@ -298,9 +299,10 @@ async fn a_run_interrupted_while_applying_should_converge_without_repeating_what
             .unwrap();
 
         // Restart: the interrupted run is closed, nothing is retried blindly.
-        let closed = mycopod::reconcile::run::recover_interrupted(&rig.store, "site", Utc::now())
-            .await
-            .unwrap();
+        let closed =
+            mycopod::reconcile::run::recover_interrupted(&rig.store, "site", None, Utc::now())
+                .await
+                .unwrap();
         assert_eq!(closed, [run_id]);
         assert_eq!(
             rig.store.get_run(run_id).await.unwrap().status,

@@ -54,7 +54,7 @@ async fn twenty_claims_of_one_approved_run_should_have_exactly_one_winner(
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             store
-                .claim_run(id, &format!("replica-{i}"), at(1))
+                .claim_run(id, &format!("replica-{i}"), None, at(1))
                 .await
                 .unwrap()
         }));

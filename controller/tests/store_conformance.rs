@@ -98,8 +98,8 @@ async fn run_transition_should_take_effect_only_from_the_expected_state(store: S
         .await
         .unwrap();
     assert!(store.get_run(id).await.unwrap().approved_at.is_some());
-    assert!(store.claim_run(id, "ctl", at(1)).await.unwrap());
-    assert!(!store.claim_run(id, "ctl", at(2)).await.unwrap());
+    assert!(store.claim_run(id, "ctl", None, at(1)).await.unwrap());
+    assert!(!store.claim_run(id, "ctl", None, at(2)).await.unwrap());
     let run = store.get_run(id).await.unwrap();
     assert_eq!(run.status, RunStatus::Applying);
     assert_eq!(run.started_at, Some(at(1)));
@@ -364,7 +364,7 @@ async fn a_newer_run_should_supersede_only_waiting_runs_of_its_scope(store: Stor
         .insert_run(&new_run("home", "c3", RunStatus::Approved, 0), "ctl", at(2))
         .await
         .unwrap();
-    store.claim_run(applying, "ctl", at(3)).await.unwrap();
+    store.claim_run(applying, "ctl", None, at(3)).await.unwrap();
     let other_scope = store
         .insert_run(
             &new_run("plant", "c4", RunStatus::AwaitingApproval, 1),
@@ -441,6 +441,7 @@ async fn action_updates_should_be_conditional_and_count_attempts(store: Store, _
                 ActionStatus::Pending,
                 ActionStatus::Running,
                 &none,
+                None,
                 at(1)
             )
             .await
@@ -453,6 +454,7 @@ async fn action_updates_should_be_conditional_and_count_attempts(store: Store, _
                 ActionStatus::Pending,
                 ActionStatus::Running,
                 &none,
+                None,
                 at(1)
             )
             .await
@@ -475,6 +477,7 @@ async fn action_updates_should_be_conditional_and_count_attempts(store: Store, _
                 ActionStatus::Running,
                 ActionStatus::Pending,
                 &retry,
+                None,
                 at(3)
             )
             .await
@@ -486,6 +489,7 @@ async fn action_updates_should_be_conditional_and_count_attempts(store: Store, _
             ActionStatus::Pending,
             ActionStatus::Running,
             &none,
+            None,
             at(4),
         )
         .await
@@ -496,6 +500,7 @@ async fn action_updates_should_be_conditional_and_count_attempts(store: Store, _
             ActionStatus::Running,
             ActionStatus::Succeeded,
             &none,
+            None,
             at(5),
         )
         .await
@@ -513,6 +518,7 @@ async fn action_updates_should_be_conditional_and_count_attempts(store: Store, _
             ActionStatus::Succeeded,
             ActionStatus::Running,
             &none,
+            None,
             at(6),
         )
         .await
@@ -533,7 +539,7 @@ async fn every_run_change_should_land_in_a_verifiable_audit_chain(store: Store, 
         .record_decision(id, "bob", "hash-c1", Decision::Approve, None, at(1))
         .await
         .unwrap();
-    store.claim_run(id, "ctl", at(2)).await.unwrap();
+    store.claim_run(id, "ctl", None, at(2)).await.unwrap();
     store
         .append_audit(
             &NewAuditEntry {
@@ -912,6 +918,134 @@ async fn a_lease_should_have_one_holder_until_it_expires(store: Store, _url: Str
             .await
             .unwrap()
     );
+}
+
+async fn a_fenced_transition_should_fail_once_another_holder_takes_the_lease(
+    store: Store,
+    _url: String,
+) {
+    let lease = "reconcile:site";
+    let a = store
+        .acquire_fence(lease, "a", at(30), at(0))
+        .await
+        .unwrap()
+        .expect("a free lease is taken");
+    let again = store
+        .acquire_fence(lease, "a", at(40), at(10))
+        .await
+        .unwrap();
+    assert_eq!(again.as_ref(), Some(&a), "renewing keeps the epoch");
+    let id = store
+        .insert_run(&new_run("site", "c1", RunStatus::Approved, 0), "ctl", at(1))
+        .await
+        .unwrap();
+    assert!(store.claim_run(id, "ctl", Some(&a), at(2)).await.unwrap());
+    let actions = store.list_actions(id).await.unwrap();
+    let none = ActionUpdate::default();
+    assert!(
+        store
+            .transition_action(
+                actions[0].id,
+                ActionStatus::Pending,
+                ActionStatus::Running,
+                &none,
+                Some(&a),
+                at(3),
+            )
+            .await
+            .unwrap()
+    );
+
+    // The lease runs out at 40 and b takes it: a new epoch.
+    assert!(store.renew_fence(&a, at(45), at(20)).await.unwrap());
+    let b = store
+        .acquire_fence(lease, "b", at(90), at(45))
+        .await
+        .unwrap()
+        .expect("an expired lease is taken");
+    assert_eq!(b.epoch, a.epoch + 1);
+
+    // Nothing a writes under its old fence takes effect, and it is told why.
+    for (row, from, to) in [
+        (&actions[0], ActionStatus::Running, ActionStatus::Succeeded),
+        (&actions[1], ActionStatus::Pending, ActionStatus::Running),
+    ] {
+        let err = store
+            .transition_action(row.id, from, to, &none, Some(&a), at(50))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Fenced { lease: l, epoch } if l == lease && *epoch == a.epoch),
+            "{err:?}"
+        );
+    }
+    let err = store
+        .transition_run_fenced(
+            id,
+            RunStatus::Applying,
+            RunStatus::Succeeded,
+            "ctl",
+            None,
+            Some(&a),
+            at(50),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err:?}");
+    assert!(!store.renew_fence(&a, at(99), at(50)).await.unwrap());
+    let now = store.list_actions(id).await.unwrap();
+    assert_eq!(now[0].status, ActionStatus::Running);
+    assert_eq!(now[1].status, ActionStatus::Pending);
+    assert_eq!(store.get_run(id).await.unwrap().status, RunStatus::Applying);
+
+    // The holder's fence works, and a lease that ran out is never renewed, only retaken.
+    assert!(
+        store
+            .transition_action(
+                now[0].id,
+                ActionStatus::Running,
+                ActionStatus::Failed,
+                &none,
+                Some(&b),
+                at(51),
+            )
+            .await
+            .unwrap()
+    );
+    assert!(!store.renew_fence(&b, at(200), at(95)).await.unwrap());
+
+    // Releasing keeps the epoch rising; taking the lease by the advisory-lock holder too.
+    let b = store
+        .acquire_fence(lease, "b", at(120), at(100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.release_lease(lease, "b").await.unwrap());
+    assert_eq!(store.lease_holder(lease).await.unwrap(), None);
+    let c = store
+        .acquire_fence(lease, "b", at(130), at(101))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.epoch,
+        b.epoch + 1,
+        "a released lease retaken is a new epoch"
+    );
+    let d = store
+        .seize_fence(lease, "d", at(140), at(102))
+        .await
+        .unwrap();
+    assert_eq!(d.epoch, c.epoch + 1);
+    assert_eq!(
+        store
+            .seize_fence(lease, "d", at(150), at(103))
+            .await
+            .unwrap(),
+        d
+    );
+    assert!(!store.fence_holds(&c, at(104)).await.unwrap());
+    assert!(store.fence_holds(&d, at(104)).await.unwrap());
 }
 
 async fn advisory_leadership_should_have_one_holder_on_postgres(store: Store, _url: String) {
@@ -1609,6 +1743,7 @@ on_both_backends!(
     settings_should_be_overwritten,
     owned_keys_should_be_recorded_per_guest_replaced_and_forgotten,
     a_lease_should_have_one_holder_until_it_expires,
+    a_fenced_transition_should_fail_once_another_holder_takes_the_lease,
     advisory_leadership_should_have_one_holder_on_postgres,
     devices_should_go_offline_after_consecutive_failures,
     touching_devices_seen_should_skip_devices_with_a_failure_since,

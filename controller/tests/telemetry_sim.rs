@@ -120,11 +120,30 @@ async fn start_receiver(receiver: Receiver) -> String {
         .route("/hook", axum::routing::post(hook))
         .with_state(receiver);
     tokio::spawn(async move { axum::serve(listener, app).await });
+    RECEIVERS.lock().unwrap().push(format!("http://{addr}"));
     format!("http://{addr}/hook")
 }
 
-fn env() -> Arc<BTreeMap<String, String>> {
-    Arc::new([("OPS_SECRET".to_owned(), SECRET.to_owned())].into())
+/// Every receiver started in this test binary, so that [`env`] may list them as the
+/// destinations of `OPS_SECRET` (each test's own receiver is started before its notifier).
+static RECEIVERS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The secrets registry of these tests: `OPS_SECRET` toward the receivers started so far.
+fn env() -> Arc<mycopod::secrets::Registry> {
+    let env: BTreeMap<String, String> = [("OPS_SECRET".to_owned(), SECRET.to_owned())].into();
+    let mut destinations = RECEIVERS.lock().unwrap().clone();
+    destinations.push("http://127.0.0.1:9".to_owned());
+    Arc::new(
+        mycopod::secrets::Registry::of(
+            vec![mycopod::secrets::SecretEntry {
+                env: Some("OPS_SECRET".to_owned()),
+                file: None,
+                destinations,
+            }],
+            &env,
+        )
+        .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -879,7 +898,7 @@ async fn spawned_telemetry_should_poll_store_readings_and_notify_from_the_desire
         assert_eq!(payload["alert"]["rule"], "high-flow");
 
         // Reconciles get the very client the poller uses.
-        let world = LiveWorld::with_device_clients(&desired, &BTreeMap::new(), &clients);
+        let world = LiveWorld::with_device_clients(&desired, &env(), &clients);
         assert!(Arc::ptr_eq(
             world.device("fm-1").unwrap(),
             &clients.get("fm-1").unwrap()

@@ -138,6 +138,11 @@ codes! {
     ImplausibleApprovals => "implausible-approvals",
     /// A declaration without text.
     EmptyDeclaration => "empty-declaration",
+    /// A secret reference the server's `[[secrets]]` list does not allow (unlisted, or one of
+    /// the server's own secrets). Found by `plan` and `serve`, which know the list.
+    SecretNotAllowed => "secret-not-allowed",
+    /// A listed secret that would be sent to a destination its entry does not name.
+    SecretDestination => "secret-destination",
 }
 
 impl fmt::Display for Code {

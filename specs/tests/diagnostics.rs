@@ -1072,6 +1072,47 @@ spec:
     );
 }
 
+/// The two secret codes are raised by the server (`plan`, `serve`), which knows its
+/// `[[secrets]]` list; they point at the field and render like every other finding.
+#[test]
+fn secret_findings_from_the_server_should_point_at_the_field_that_names_the_secret() {
+    let text = "apiVersion: mycopod/v1\nkind: ProxmoxCluster\nmetadata: {name: thief}\nspec:\n  endpoint: http://203.0.113.9:8006\n  auth: {tokenId: \"x@pve!y\", secretEnv: PVE_TOKEN}\n  defaultNode: pve1\n";
+    let loaded = load_str("repo.yaml", text);
+    let checked = mycopod_specs::check(&loaded).unwrap();
+    let source = &checked.desired.clusters[0].source;
+    let findings = vec![
+        source.diagnostic(
+            "spec.auth.secretEnv",
+            mycopod_specs::Severity::Error,
+            Code::SecretDestination,
+            "environment variable PVE_TOKEN may be sent only to https://pve.lan:8006, not to http://203.0.113.9:8006; nothing is sent",
+        ),
+        source.diagnostic(
+            "spec.auth.secretEnv",
+            mycopod_specs::Severity::Error,
+            Code::SecretNotAllowed,
+            "environment variable PVE_TOKEN is not listed in the server's [[secrets]] configuration",
+        ),
+    ];
+    expect![[r#"
+        error[secret-destination]: environment variable PVE_TOKEN may be sent only to https://pve.lan:8006, not to http://203.0.113.9:8006; nothing is sent
+         --> repo.yaml:6:41
+          |
+        6 |   auth: {tokenId: "x@pve!y", secretEnv: PVE_TOKEN}
+          |                                         ^^^^^^^^^
+          = field: spec.auth.secretEnv
+
+        error[secret-not-allowed]: environment variable PVE_TOKEN is not listed in the server's [[secrets]] configuration
+         --> repo.yaml:6:41
+          |
+        6 |   auth: {tokenId: "x@pve!y", secretEnv: PVE_TOKEN}
+          |                                         ^^^^^^^^^
+          = field: spec.auth.secretEnv
+
+        2 errors, 0 warnings
+    "#]].assert_eq(&render_human(&findings, &loaded));
+}
+
 #[test]
 fn every_diagnostic_code_should_have_a_snapshot_in_this_file() {
     let this = include_str!("diagnostics.rs");

@@ -186,6 +186,23 @@ impl Demo {
         Ok(body)
     }
 
+    /// `PATCH path` with a JSON body; fails unless 2xx.
+    pub async fn patch_json(&self, path: &str, token: &str, body: &Value) -> Result<Value> {
+        let response = self
+            .http
+            .patch(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("PATCH {path}: {status}: {body}");
+        }
+        Ok(body)
+    }
+
     /// `POST path` with a JSON body; returns the status and the body.
     pub async fn post_raw(
         &self,

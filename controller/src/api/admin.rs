@@ -52,7 +52,12 @@ pub struct NewUserRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     /// Disable (true) or enable (false) the account. Disabling also ends its sessions.
-    pub disabled: bool,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    /// The user's git identities (commit emails), replacing the old ones: where policies
+    /// forbid self-approval, the user cannot approve runs covering commits by them.
+    #[serde(default)]
+    pub git_emails: Option<Vec<String>>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -146,22 +151,38 @@ async fn update_user(
 ) -> Result<Json<UserInfo>, ApiError> {
     caller.require_role(Role::Admin)?;
     let Body(request) = request?;
-    if request.disabled && name == caller.name {
+    if request.disabled == Some(true) && name == caller.name {
         return Err(ApiError::conflict(
             "cannot_disable_self",
             "an admin cannot disable their own account",
         ));
     }
     let now = state.now();
-    if !state
-        .store()
-        .set_user_disabled(&name, request.disabled, &caller.name, now)
-        .await?
+    if let Some(emails) = &request.git_emails {
+        if let Some(bad) = emails.iter().find(|e| !e.contains('@')) {
+            return Err(ApiError::bad_request(
+                "invalid_git_email",
+                format!("git email {bad:?} is not an email address"),
+            ));
+        }
+        if !state
+            .store()
+            .set_user_git_emails(&name, emails, &caller.name, now)
+            .await?
+        {
+            return Err(ApiError::not_found(format!("user {name} not found")));
+        }
+    }
+    if let Some(disabled) = request.disabled
+        && !state
+            .store()
+            .set_user_disabled(&name, disabled, &caller.name, now)
+            .await?
     {
         return Err(ApiError::not_found(format!("user {name} not found")));
     }
     let user = state.store().get_user_by_name(&name).await?;
-    if request.disabled {
+    if request.disabled == Some(true) {
         state.store().revoke_user_refresh_tokens(user.id).await?;
     }
     Ok(Json(UserInfo::from(&user)))

@@ -27,7 +27,7 @@ use super::session::Body;
 use crate::control::TriggerRequest;
 use crate::model::{Decision, Role, RunStatus, Scope, Trigger};
 use crate::policy::{DecisionRequest, Refusal, Requirement, check_decision};
-use crate::reconcile::run::stored_requirement;
+use crate::reconcile::run::{run_authors, stored_requirement};
 use crate::store::{RunFilter, RunPage};
 
 pub(super) fn routes(_state: &AppState) -> OpenApiRouter<AppState> {
@@ -118,6 +118,10 @@ pub struct RunDetail {
     /// Approvals and rejections, oldest first.
     #[schema(value_type = Vec<Object>)]
     pub approvals: Vec<Value>,
+    /// For an approved run outside its policies' time windows: `{open: false, opens_at,
+    /// message}`; null otherwise.
+    #[schema(value_type = Option<Object>)]
+    pub window: Option<Value>,
 }
 
 /// One run in detail.
@@ -138,8 +142,23 @@ async fn get_run(
     let run = state.store().get_run(id).await?;
     let actions = state.store().list_actions(id).await?;
     let approvals = state.store().list_approvals(id).await?;
+    // An approved run applies only inside its policies' windows; say when it will.
+    let window = (run.status == RunStatus::Approved)
+        .then(|| requirement_of(&run.plan))
+        .filter(|r| !r.window_open(state.now()))
+        .map(|r| {
+            let opens_at = r.next_open(state.now());
+            json!({
+                "open": false,
+                "opens_at": opens_at,
+                "message": format!(
+                    "approved, {}",
+                    crate::reconcile::driver::window_text(opens_at)
+                ),
+            })
+        });
     Ok(Json(
-        json!({"run": run, "actions": actions, "approvals": approvals}),
+        json!({"run": run, "actions": actions, "approvals": approvals, "window": window}),
     ))
 }
 
@@ -216,15 +235,18 @@ async fn decide(
     let now = state.now();
     if decision == Decision::Approve {
         let requirement = requirement_of(&run.plan);
+        let identities = state.store().user_git_emails(&caller.name).await?;
         let request = DecisionRequest {
             user: &caller.name,
             role: spec_role(role),
             plan_hash: &body.plan_hash,
+            identities: &identities,
         };
         if let Err(refusal) = check_decision(
             &requirement,
             &run.plan_hash,
             run.requested_by.as_deref(),
+            &run_authors(&run.plan),
             run.created_at,
             now,
             &request,
@@ -239,7 +261,7 @@ async fn decide(
                 Refusal::RoleNotAllowed { .. } => {
                     ApiError::forbidden("role_not_allowed", refusal.to_string())
                 }
-                Refusal::SelfApproval { .. } => {
+                Refusal::SelfApproval { .. } | Refusal::OwnCommit { .. } => {
                     ApiError::forbidden("self_approval_forbidden", refusal.to_string())
                 }
             });
@@ -258,9 +280,11 @@ async fn decide(
         .await?;
     if outcome.status == RunStatus::Approved {
         // The loop applies approved runs; ask it to look now rather than at its next tick.
+        // The approver did not request any run: approving never makes anyone a requester.
         state.control().trigger(TriggerRequest {
             trigger: Trigger::Manual,
-            requested_by: Some(caller.name.clone()),
+            requested_by: None,
+            pusher: None,
         });
     }
     Ok(Json(DecisionOutcome {
@@ -333,6 +357,7 @@ async fn reconcile(State(state): State<AppState>, caller: Caller) -> Result<Resp
     let sent = state.control().trigger(TriggerRequest {
         trigger: Trigger::Manual,
         requested_by: Some(caller.name.clone()),
+        pusher: None,
     });
     if !sent {
         return Err(ApiError::new(

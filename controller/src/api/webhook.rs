@@ -82,9 +82,14 @@ async fn github(
     match parsed {
         WebhookEvent::Ping => Ok(Json(WebhookAnswer { status: "pong" }).into_response()),
         push if push.moves_branch(&state.settings().git_ref) => {
+            let pusher = match &push {
+                WebhookEvent::Push { pusher, .. } => pusher.clone(),
+                _ => None,
+            };
             let sent = state.control().trigger(TriggerRequest {
                 trigger: Trigger::Webhook,
                 requested_by: None,
+                pusher,
             });
             if !sent {
                 return Err(ApiError::new(

@@ -5,7 +5,6 @@
 //! approval is applied only with `--approve` (recorded as the local user's approval); a plan
 //! that needs more is refused here and must be approved through the server.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use chrono::Utc;
@@ -15,6 +14,7 @@ use crate::config::Config;
 use crate::model::{ActionStatus, Decision, RunStatus, Trigger};
 use crate::plan::Options;
 use crate::reconcile::observe::LiveWorld;
+use crate::reconcile::run::trusted_policies;
 use crate::reconcile::run::{Outcome, RunSettings, reconcile};
 use crate::store::Store;
 
@@ -48,10 +48,11 @@ fn local_user() -> String {
 /// Runs `mycopod apply`.
 pub async fn run(config: &Config, args: &Args) -> ExitCode {
     let target = Target::new(config, &args.repo, &args.git_ref, &args.path);
-    let (source, desired) = match load_declarations(config, &target, "nothing was applied").await {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
+    let (source, desired, secrets) =
+        match load_declarations(config, &target, "nothing was applied").await {
+            Ok(loaded) => loaded,
+            Err(code) => return code,
+        };
     let store = match Store::connect(&config.database_url).await {
         Ok(s) => s,
         Err(e) => {
@@ -63,8 +64,7 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
         eprintln!("error: migrate the database: {e}");
         return ExitCode::from(super::EXIT_USAGE);
     }
-    let env: BTreeMap<String, String> = std::env::vars().collect();
-    let world = LiveWorld::new(&desired, &env);
+    let world = LiveWorld::new(&desired, &secrets);
     let mut settings = RunSettings::new(format!("{}@{}", target.repo, target.git_ref));
     settings.options = Options {
         prune: args.prune || config.prune,
@@ -84,7 +84,14 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
     for issue in &planned.issues {
         eprintln!("error: {issue}");
     }
-    let (approval_lines, needed) = approvals_summary(&desired, &planned);
+    let trusted = match trusted_policies(&store, &settings.scope, &observed).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: read the policies in force: {e}");
+            return ExitCode::from(super::EXIT_FINDINGS);
+        }
+    };
+    let (approval_lines, needed) = approvals_summary(&desired, trusted.as_deref(), &planned);
 
     let mut attempt = 0;
     loop {
@@ -117,6 +124,17 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
                 });
             }
             Outcome::Invalid { .. } => return ExitCode::from(super::EXIT_FINDINGS),
+            Outcome::WaitingForWindow { run_id, opens_at } => {
+                eprintln!(
+                    "run {run_id} is approved but its policies allow applying it only inside \
+                     their time windows; {}; nothing was applied",
+                    match opens_at {
+                        Some(at) => format!("the next one opens at {}", at.to_rfc3339()),
+                        None => "none opens within a week".to_owned(),
+                    }
+                );
+                return ExitCode::from(super::EXIT_FINDINGS);
+            }
             Outcome::Applied { run_id, status } => {
                 return report(&store, run_id, status).await;
             }

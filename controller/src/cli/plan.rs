@@ -15,9 +15,12 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::plan::{Options, Planned};
-use crate::policy::{requirements_for_plan, run_requirement};
+use crate::policy::{NamedPolicy, requirements_for_plan, run_requirement};
 use crate::reconcile::observe::LiveWorld;
+use crate::reconcile::run::trusted_policies;
+use crate::secrets::Registry;
 use crate::store::Store;
+use mycopod_specs::kinds::HandshakePolicySpec;
 
 /// Exit code when the plan has changes (like terraform's `-detailed-exitcode`).
 pub const EXIT_CHANGES: u8 = 3;
@@ -112,9 +115,19 @@ async fn open_store_if_present(url: &str) -> Result<Option<Store>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The approvals each action needs, as text lines, and the run's total.
-pub fn approvals_summary(desired: &DesiredState, planned: &Planned) -> (Vec<String>, u32) {
-    let requirements = requirements_for_plan(desired, &planned.plan);
+/// The approvals each action needs (under the `trusted` policies and the commit's, see
+/// [`requirements_for_plan`]), as text lines, and the run's total.
+pub fn approvals_summary(
+    desired: &DesiredState,
+    trusted: Option<&[(String, HandshakePolicySpec)]>,
+    planned: &Planned,
+) -> (Vec<String>, u32) {
+    let trusted: Option<Vec<NamedPolicy<'_>>> = trusted.map(|list| {
+        list.iter()
+            .map(|(name, spec)| NamedPolicy { name, spec })
+            .collect()
+    });
+    let requirements = requirements_for_plan(desired, trusted.as_deref(), &planned.plan);
     let lines = planned
         .plan
         .actions
@@ -169,7 +182,7 @@ pub async fn load_declarations(
     config: &Config,
     target: &Target,
     consequence: &str,
-) -> Result<(Source, DesiredState), ExitCode> {
+) -> Result<(Source, DesiredState, Registry), ExitCode> {
     let source = match read_source(config, &target.repo, &target.git_ref, &target.path).await {
         Ok(s) => s,
         Err(e) => {
@@ -177,8 +190,31 @@ pub async fn load_declarations(
             return Err(ExitCode::from(super::EXIT_USAGE));
         }
     };
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let secrets = match Registry::from_config(config, &env) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: configuration: {e}");
+            return Err(ExitCode::from(super::EXIT_USAGE));
+        }
+    };
     match mycopod_specs::check(&source.loaded) {
-        Ok(checked) => Ok((source, checked.desired)),
+        Ok(checked) => {
+            // The secrets a commit names are checked against the server's list before
+            // anything is observed, so nothing is sent for a refused reference.
+            let findings = secrets.check(&checked.desired);
+            if findings.is_empty() {
+                return Ok((source, checked.desired, secrets));
+            }
+            eprint!(
+                "{}",
+                mycopod_specs::render::render_human(&findings, &source.loaded)
+            );
+            eprintln!(
+                "error: the declarations name secrets the server does not allow; {consequence}"
+            );
+            Err(ExitCode::from(super::EXIT_FINDINGS))
+        }
         Err(findings) => {
             eprint!(
                 "{}",
@@ -192,7 +228,7 @@ pub async fn load_declarations(
 
 /// Runs `mycopod plan`.
 pub async fn run(config: &Config, args: &Args) -> ExitCode {
-    let (source, desired) = match load_declarations(
+    let (source, desired, secrets) = match load_declarations(
         config,
         &Target::new(config, &args.repo, &args.git_ref, &args.path),
         "nothing was planned",
@@ -212,8 +248,7 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
             None
         }
     };
-    let env: BTreeMap<String, String> = std::env::vars().collect();
-    let world = LiveWorld::new(&desired, &env);
+    let world = LiveWorld::new(&desired, &secrets);
     let (observed, problems) = world.observe(&desired, store.as_ref()).await;
     for p in &problems {
         eprintln!("warning: {}: {}", p.resource, p.message);
@@ -231,7 +266,21 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
     for note in &planned.notes {
         println!("note: {}", describe_note(note));
     }
-    let (approval_lines, run_approvals) = approvals_summary(&desired, &planned);
+    let target = Target::new(config, &args.repo, &args.git_ref, &args.path);
+    let trusted = match &store {
+        Some(store) => {
+            let scope = format!("{}@{}", target.repo, target.git_ref);
+            match trusted_policies(store, &scope, &observed).await {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: read the policies in force: {e}");
+                    return ExitCode::from(super::EXIT_FINDINGS);
+                }
+            }
+        }
+        None => None,
+    };
+    let (approval_lines, run_approvals) = approvals_summary(&desired, trusted.as_deref(), &planned);
     if !planned.plan.is_empty() {
         println!("plan hash: {}", planned.plan.hash());
         if run_approvals == 0 {

@@ -27,6 +27,17 @@ pub enum UserCommand {
         /// Read the password from the first line of standard input instead of prompting.
         #[arg(long)]
         password_stdin: bool,
+        /// A git identity (commit email) of the user, repeatable: where policies forbid
+        /// self-approval, the user cannot approve runs covering commits by this identity.
+        #[arg(long = "git-email", value_name = "EMAIL")]
+        git_emails: Vec<String>,
+    },
+    /// Set a user's git identities (commit emails), replacing the old ones; none clears them.
+    GitEmails {
+        /// Login name.
+        name: String,
+        /// The emails.
+        emails: Vec<String>,
     },
 }
 
@@ -94,7 +105,11 @@ pub async fn user(url: &str, cmd: UserCommand) -> ExitCode {
             name,
             role,
             password_stdin,
-        } => finish(add_user(url, &name, role, password_stdin).await),
+            git_emails,
+        } => finish(add_user(url, &name, role, password_stdin, &git_emails).await),
+        UserCommand::GitEmails { name, emails } => {
+            finish(set_git_emails(url, &name, &emails).await)
+        }
     }
 }
 
@@ -136,7 +151,48 @@ fn valid_user_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
 }
 
-async fn add_user(url: &str, name: &str, role: Role, from_stdin: bool) -> Result<(), Failure> {
+async fn set_git_emails(url: &str, name: &str, emails: &[String]) -> Result<(), Failure> {
+    if let Some(bad) = emails
+        .iter()
+        .find(|e| !e.contains('@') || e.trim().len() < 3)
+    {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "invalid git email {bad:?}: expected the address git records (git config user.email)"
+        )));
+    }
+    let store = open(url).await?;
+    store.migrate().await.context("migrate the database")?;
+    let found = store
+        .set_user_git_emails(name, emails, "cli", Utc::now())
+        .await
+        .with_context(|| format!("set the git emails of user {name}"));
+    store.close().await;
+    if !found? {
+        return Err(anyhow::anyhow!("user {name} does not exist").into());
+    }
+    println!(
+        "user {name}: git emails {}",
+        if emails.is_empty() {
+            "cleared".to_owned()
+        } else {
+            emails.join(", ")
+        }
+    );
+    Ok(())
+}
+
+async fn add_user(
+    url: &str,
+    name: &str,
+    role: Role,
+    from_stdin: bool,
+    git_emails: &[String],
+) -> Result<(), Failure> {
+    if let Some(bad) = git_emails.iter().find(|e| !e.contains('@')) {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "invalid git email {bad:?}: expected the address git records (git config user.email)"
+        )));
+    }
     if !valid_user_name(name) {
         return Err(Failure::usage(anyhow::anyhow!(
             "invalid user name {name:?}: use 1-64 letters, digits, '-', '_', '.' or '@'"
@@ -147,9 +203,17 @@ async fn add_user(url: &str, name: &str, role: Role, from_stdin: bool) -> Result
         .map_err(|e| anyhow::anyhow!("hash the password of user {name}: {e}"))?;
     let store = open(url).await?;
     store.migrate().await.context("migrate the database")?;
-    let result = store
+    let mut result = store
         .create_user(name, &hash, role, "cli", Utc::now())
         .await;
+    if result.is_ok()
+        && !git_emails.is_empty()
+        && let Err(e) = store
+            .set_user_git_emails(name, git_emails, "cli", Utc::now())
+            .await
+    {
+        result = Err(e);
+    }
     store.close().await;
     match result {
         Ok(user) => {

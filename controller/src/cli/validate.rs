@@ -65,5 +65,16 @@ pub fn run(args: &Args) -> u8 {
     let _ = stdout.write_all(output.as_bytes());
     let _ = stdout.flush();
     let failing = diagnostics.iter().any(|d| d.is_error() || args.strict);
+    if matches!(args.format, OutputFormat::Human)
+        && !failing
+        && let Ok(checked) = mycopod_specs::check(&loaded)
+        && crate::secrets::names_secrets(&checked.desired)
+    {
+        // CI is offline and cannot know which secrets the server lists: say so.
+        eprintln!(
+            "note: secret references were checked for shape only; the server resolves only \
+             the names its [[secrets]] configuration lists, toward their destinations"
+        );
+    }
     if failing { EXIT_FINDINGS } else { EXIT_OK }
 }

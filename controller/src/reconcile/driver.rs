@@ -20,13 +20,15 @@ use tokio::sync::{mpsc, watch};
 
 use super::observe::LiveWorld;
 use super::queue::{Requeue, WorkQueue, backoff};
-use super::run::{Outcome, Reconciled, RunSettings, reconcile_report, recover_interrupted};
+use super::run::{
+    Fencing, Outcome, Reconciled, RunSettings, reconcile_report, recover_interrupted,
+};
 use super::status::resource_statuses;
 use crate::control::{Control, Snapshot, SyncState, TriggerRequest};
 use crate::declarations::expand::{Expansion, expand};
 use crate::events::Event;
 use crate::model::{RunStatus, Trigger};
-use crate::store::{LeaderLock, Store};
+use crate::store::{Fence, LeaderLock, Store};
 use mycopod_adapters::llm::LlmClient;
 
 /// Why the scope was queued. Ordered by precedence: the most explicit reason names the run.
@@ -71,8 +73,8 @@ pub struct LoopSettings {
     pub backoff_cap: Duration,
     /// How long a SQLite leadership lease lasts without renewal.
     pub lease_ttl: Duration,
-    /// Environment for secrets referenced by declarations.
-    pub env: BTreeMap<String, String>,
+    /// The secrets declarations may name, each bound to its destinations.
+    pub secrets: crate::secrets::Registry,
     /// Commit statuses on GitHub, when configured.
     pub github: Option<(GitHub, RepoRef)>,
     /// The model that translates `Declaration` documents, when configured.
@@ -119,6 +121,8 @@ pub struct Driver {
     /// The clients, rebuilt when the declared clusters or devices change.
     world: Option<(String, Arc<LiveWorld>)>,
     failures: u32,
+    /// Who pushed, from the last signed webhook, for the next run.
+    pusher: Option<String>,
 }
 
 impl Driver {
@@ -145,6 +149,7 @@ impl Driver {
             reconciled: None,
             world: None,
             failures: 0,
+            pusher: None,
         }
     }
 
@@ -153,49 +158,61 @@ impl Driver {
     pub async fn ensure_leadership(&mut self) -> bool {
         let now = Utc::now();
         let scope = self.settings.run.scope.clone();
+        let lease = format!("reconcile:{scope}");
         let was = !matches!(self.leadership, Leadership::None);
         let is_postgres = self.store.backend_name() == "postgres";
-        let leads = match &mut self.leadership {
+        let ttl = chrono::Duration::from_std(self.settings.lease_ttl)
+            .unwrap_or(chrono::Duration::seconds(15));
+        // On PostgreSQL the advisory lock decides who leads; the lease row then only carries
+        // the fencing epoch, taken over by whoever holds the lock. Elsewhere the lease decides.
+        let alive = match &mut self.leadership {
             Leadership::Advisory(lock) => lock.is_alive().await,
+            _ => false,
+        };
+        let fence = match &self.leadership {
+            Leadership::Advisory(_) if alive => self.seize_fence(&lease, now, ttl).await,
+            Leadership::Advisory(_) => None,
             _ if is_postgres => {
                 match self.store.try_advisory_leadership(leader_key(&scope)).await {
                     Ok(Some(lock)) => {
                         self.leadership = Leadership::Advisory(lock);
-                        true
+                        self.seize_fence(&lease, now, ttl).await
                     }
-                    Ok(None) => false,
+                    Ok(None) => None,
                     Err(e) => {
                         tracing::warn!(error = %e, "leadership: advisory lock");
-                        false
+                        None
                     }
                 }
             }
-            _ => {
-                let ttl = chrono::Duration::from_std(self.settings.lease_ttl)
-                    .unwrap_or(chrono::Duration::seconds(15));
-                match self
-                    .store
-                    .try_acquire_lease(&format!("reconcile:{scope}"), &self.holder, now + ttl, now)
-                    .await
-                {
-                    Ok(true) => {
-                        self.leadership = Leadership::Lease;
-                        true
-                    }
-                    Ok(false) => false,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "leadership: lease");
-                        false
-                    }
+            _ => match self
+                .store
+                .acquire_fence(&lease, &self.holder, now + ttl, now)
+                .await
+            {
+                Ok(Some(fence)) => {
+                    self.leadership = Leadership::Lease;
+                    Some(fence)
                 }
-            }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "leadership: lease");
+                    None
+                }
+            },
         };
+        let leads = fence.is_some();
+        self.settings.run.fencing = fence.map(|fence| Fencing {
+            fence,
+            ttl: self.settings.lease_ttl,
+        });
         if !leads {
             self.leadership = Leadership::None;
         }
         if leads && !was {
             tracing::info!(scope = %scope, holder = %self.holder, "took the reconcile leadership");
-            match recover_interrupted(&self.store, &scope, now).await {
+            let fence = self.settings.run.fencing.as_ref().map(|f| &f.fence);
+            match recover_interrupted(&self.store, &scope, fence, now).await {
                 Ok(closed) if !closed.is_empty() => {
                     tracing::warn!(runs = ?closed, "closed runs interrupted by a restart; planning again");
                 }
@@ -223,8 +240,30 @@ impl Driver {
         leads
     }
 
+    /// The fence of a replica that holds the advisory lock; `None` (not leading) if the
+    /// lease row cannot be written.
+    async fn seize_fence(
+        &self,
+        lease: &str,
+        now: chrono::DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> Option<Fence> {
+        match self
+            .store
+            .seize_fence(lease, &self.holder, now + ttl, now)
+            .await
+        {
+            Ok(fence) => Some(fence),
+            Err(e) => {
+                tracing::warn!(error = %e, "leadership: fencing epoch");
+                None
+            }
+        }
+    }
+
     /// Gives up the leadership (on shutdown), so another replica takes over at once.
     pub async fn release_leadership(&mut self) {
+        self.settings.run.fencing = None;
         match std::mem::replace(&mut self.leadership, Leadership::None) {
             Leadership::Advisory(lock) => {
                 if let Err(e) = lock.release().await {
@@ -238,6 +277,13 @@ impl Driver {
                 }
             }
             Leadership::None => {}
+        }
+    }
+
+    /// Remembers who pushed (from a signed webhook) for the next run.
+    pub fn note_pusher(&mut self, pusher: Option<String>) {
+        if pusher.is_some() {
+            self.pusher = pusher;
         }
     }
 
@@ -361,6 +407,23 @@ impl Driver {
         let mut settings = self.settings.run.clone();
         // Changes found against a commit already reconciled are drift, whatever asked.
         settings.drift = unchanged;
+        // Who had a hand in what this run covers: every commit since the last one the world
+        // converged to. Without that list self-approval could not be checked, so a failure
+        // to read it fails the reconcile.
+        let since = self
+            .store
+            .get_setting(&converged_key(&scope))
+            .await
+            .map_err(|e| format!("read the converged commit: {e}"))?
+            .and_then(|c| CommitId::parse(&c));
+        if let Some(to) = CommitId::parse(&commit) {
+            settings.commits = self
+                .source
+                .commits_between(since.as_ref(), &to, MAX_COVERED_COMMITS)
+                .await
+                .map_err(|e| format!("list the commits since the last converged one: {e}"))?;
+        }
+        settings.pusher = self.pusher.take();
         let started = Instant::now();
         let report = reconcile_report(
             &self.store,
@@ -380,6 +443,22 @@ impl Driver {
             tracing::warn!(resource = %p.resource, "{}", p.message);
         }
         self.record(&commit, &report, &declarations).await;
+        let converged = matches!(
+            report.outcome,
+            Outcome::InSync
+                | Outcome::Applied {
+                    status: RunStatus::Succeeded,
+                    ..
+                }
+        );
+        if converged
+            && let Err(e) = self
+                .store
+                .set_setting(&converged_key(&scope), &commit, Utc::now())
+                .await
+        {
+            tracing::warn!(error = %e, "remember the converged commit");
+        }
         if let Err(e) = self
             .store
             .set_setting(&reconciled_key(&scope), &commit, Utc::now())
@@ -401,8 +480,10 @@ impl Driver {
             return world.clone();
         }
         let world = Arc::new(match &self.settings.device_clients {
-            Some(clients) => LiveWorld::with_device_clients(&desired, &self.settings.env, clients),
-            None => LiveWorld::new(&desired, &self.settings.env),
+            Some(clients) => {
+                LiveWorld::with_device_clients(&desired, &self.settings.secrets, clients)
+            }
+            None => LiveWorld::new(&desired, &self.settings.secrets),
         });
         self.world = Some((fingerprint, world.clone()));
         world
@@ -480,6 +561,10 @@ impl Driver {
                     CommitState::Pending,
                     format!("run {run_id} waits for approval: {}", summary(report)),
                 ),
+                Outcome::WaitingForWindow { run_id, opens_at } => (
+                    CommitState::Pending,
+                    format!("run {run_id} approved, {}", window_text(*opens_at)),
+                ),
                 Outcome::Applied { run_id, status } => (
                     if *status == RunStatus::Succeeded {
                         CommitState::Success
@@ -513,8 +598,27 @@ fn describe(outcome: &Outcome) -> String {
         Outcome::InSync => "in sync".to_owned(),
         Outcome::Invalid { run_id } => format!("invalid: run {run_id}"),
         Outcome::Waiting { run_id } => format!("waiting for approval: run {run_id}"),
+        Outcome::WaitingForWindow { run_id, opens_at } => {
+            format!("run {run_id} approved, {}", window_text(*opens_at))
+        }
         Outcome::Applied { run_id, status } => format!("applied run {run_id}: {status}"),
     }
+}
+
+/// "waits for window opening at …", as the status and commit status say it.
+pub fn window_text(opens_at: Option<chrono::DateTime<Utc>>) -> String {
+    match opens_at {
+        Some(at) => format!("waits for window opening at {}", at.to_rfc3339()),
+        None => "waits for a window that does not open within a week".to_owned(),
+    }
+}
+
+/// The most commits one run records as covered (the newest; a run covering more is
+/// still checked against the authors of those).
+const MAX_COVERED_COMMITS: usize = 200;
+
+fn converged_key(scope: &str) -> String {
+    format!("converged_commit:{scope}")
 }
 
 fn reconciled_key(scope: &str) -> String {
@@ -597,6 +701,7 @@ pub async fn run(
                 if request.requested_by.is_some() {
                     requested_by = request.requested_by;
                 }
+                driver.note_pusher(request.pusher);
                 queue.trigger(scope.clone(), reason);
             }
             event = events.recv() => {

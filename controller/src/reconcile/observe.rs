@@ -22,33 +22,23 @@ use crate::model::ConfigKind;
 use crate::plan::{
     Observed, ObservedCluster, ObservedDevice, ObservedGuest, ResourceKind, StoredConfig,
 };
+use crate::secrets::{Registry, SecretError, SecretRef};
 use crate::store::Store;
 use crate::telemetry::DeviceClients;
 
 /// Why a cluster's client could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
-    /// The environment variable a spec names is not set.
-    #[error("cluster {cluster}: environment variable {var} (from {field}) is not set")]
-    MissingEnv {
+    /// The secret a spec names is refused (unlisted, one of the server's own, another
+    /// destination) or cannot be read.
+    #[error("cluster {cluster}: {field}: {source}")]
+    Secret {
         /// The cluster.
         cluster: String,
-        /// The variable.
-        var: String,
         /// The spec field naming it.
         field: &'static str,
-    },
-    /// The file a spec names cannot be read.
-    #[error("cluster {cluster}: cannot read {path} (from {field}): {reason}")]
-    UnreadableFile {
-        /// The cluster.
-        cluster: String,
-        /// The file.
-        path: String,
-        /// The spec field naming it.
-        field: &'static str,
-        /// The I/O error.
-        reason: String,
+        /// Why.
+        source: SecretError,
     },
     /// The spec gives neither a token nor a user (validation refuses this; kept for safety).
     #[error("cluster {cluster}: no credentials declared")]
@@ -66,53 +56,51 @@ pub enum CredentialError {
     },
 }
 
-/// Resolves a secret reference: an environment variable from `env`, or a file.
+/// Resolves a cluster's secret reference through the server's registry, toward its endpoint.
 fn secret(
     cluster: &str,
-    env: &BTreeMap<String, String>,
-    env_var: Option<&str>,
-    env_field: &'static str,
-    file: Option<&str>,
-    file_field: &'static str,
+    secrets: &Registry,
+    destination: &url::Url,
+    refs: [(Option<&str>, &'static str, bool); 2],
 ) -> Result<Option<String>, CredentialError> {
-    if let Some(var) = env_var {
-        return env
-            .get(var)
-            .map(|v| Some(v.trim_end_matches('\n').to_owned()))
-            .ok_or_else(|| CredentialError::MissingEnv {
-                cluster: cluster.to_owned(),
-                var: var.to_owned(),
-                field: env_field,
-            });
-    }
-    if let Some(path) = file {
-        return std::fs::read_to_string(path)
-            .map(|s| Some(s.trim_end().to_owned()))
-            .map_err(|e| CredentialError::UnreadableFile {
-                cluster: cluster.to_owned(),
-                path: path.to_owned(),
-                field: file_field,
-                reason: e.to_string(),
-            });
+    for (name, field, is_file) in refs {
+        if let Some(name) = name {
+            let reference = if is_file {
+                SecretRef::File(name)
+            } else {
+                SecretRef::Env(name)
+            };
+            return secrets
+                .resolve(reference, destination)
+                .map(Some)
+                .map_err(|source| CredentialError::Secret {
+                    cluster: cluster.to_owned(),
+                    field,
+                    source,
+                });
+        }
     }
     Ok(None)
 }
 
-/// The Proxmox client settings a `ProxmoxCluster` declares, secrets read from `env` or files.
+/// The Proxmox client settings a `ProxmoxCluster` declares, its secret resolved through
+/// `secrets` toward the cluster's endpoint (never anywhere else).
 pub fn cluster_client_config(
     name: &str,
     spec: &ProxmoxClusterSpec,
-    env: &BTreeMap<String, String>,
+    secrets: &Registry,
 ) -> Result<ClientConfig, CredentialError> {
     let a = &spec.auth;
+    let endpoint = spec.endpoint.url();
     let auth = if let Some(token_id) = &a.token_id {
         let secret = secret(
             name,
-            env,
-            a.secret_env.as_deref(),
-            "spec.auth.secretEnv",
-            a.secret_file.as_deref(),
-            "spec.auth.secretFile",
+            secrets,
+            endpoint,
+            [
+                (a.secret_env.as_deref(), "spec.auth.secretEnv", false),
+                (a.secret_file.as_deref(), "spec.auth.secretFile", true),
+            ],
         )?
         .ok_or_else(|| CredentialError::NoCredentials {
             cluster: name.to_owned(),
@@ -124,11 +112,12 @@ pub fn cluster_client_config(
     } else if let Some(user) = &a.user {
         let password = secret(
             name,
-            env,
-            a.password_env.as_deref(),
-            "spec.auth.passwordEnv",
-            a.password_file.as_deref(),
-            "spec.auth.passwordFile",
+            secrets,
+            endpoint,
+            [
+                (a.password_env.as_deref(), "spec.auth.passwordEnv", false),
+                (a.password_file.as_deref(), "spec.auth.passwordFile", true),
+            ],
         )?
         .ok_or_else(|| CredentialError::NoCredentials {
             cluster: name.to_owned(),
@@ -154,6 +143,7 @@ pub fn cluster_client_config(
 /// The clients of every declared cluster and device, made once and reused across
 /// observations (so that connections and tickets are kept).
 pub struct LiveWorld {
+    secrets: Registry,
     clusters: BTreeMap<String, Result<ProxmoxClient, CredentialError>>,
     devices: BTreeMap<String, Result<Arc<ModbusClient>, String>>,
 }
@@ -177,9 +167,9 @@ pub struct ObserveProblem {
 }
 
 impl LiveWorld {
-    /// Clients for what `desired` declares; secrets are resolved from `env` and files now.
-    pub fn new(desired: &DesiredState, env: &BTreeMap<String, String>) -> LiveWorld {
-        LiveWorld::build(desired, env, |def| {
+    /// Clients for what `desired` declares; secrets are resolved through `secrets` now.
+    pub fn new(desired: &DesiredState, secrets: &Registry) -> LiveWorld {
+        LiveWorld::build(desired, secrets, |def| {
             ModbusClient::new(def)
                 .map(Arc::new)
                 .map_err(|e| e.to_string())
@@ -190,17 +180,17 @@ impl LiveWorld {
     /// through, so a setpoint write and a poll of one device never interleave.
     pub fn with_device_clients(
         desired: &DesiredState,
-        env: &BTreeMap<String, String>,
+        secrets: &Registry,
         clients: &DeviceClients,
     ) -> LiveWorld {
-        LiveWorld::build(desired, env, |def| {
+        LiveWorld::build(desired, secrets, |def| {
             clients.client(def).map_err(|e| e.to_string())
         })
     }
 
     fn build(
         desired: &DesiredState,
-        env: &BTreeMap<String, String>,
+        secrets: &Registry,
         modbus: impl Fn(DeviceDef) -> Result<Arc<ModbusClient>, String>,
     ) -> LiveWorld {
         let clusters = desired
@@ -208,7 +198,7 @@ impl LiveWorld {
             .iter()
             .map(|c| {
                 let name = c.name().as_str();
-                let client = cluster_client_config(name, &c.spec, env).and_then(|config| {
+                let client = cluster_client_config(name, &c.spec, secrets).and_then(|config| {
                     ProxmoxClient::new(config).map_err(|e| CredentialError::Client {
                         cluster: name.to_owned(),
                         reason: e.to_string(),
@@ -226,7 +216,16 @@ impl LiveWorld {
                 (name.to_owned(), client)
             })
             .collect();
-        LiveWorld { clusters, devices }
+        LiveWorld {
+            secrets: secrets.clone(),
+            clusters,
+            devices,
+        }
+    }
+
+    /// The secrets this world's clients were given: what declarations may name.
+    pub fn secrets(&self) -> &Registry {
+        &self.secrets
     }
 
     /// The Modbus client of a device, shared with telemetry so requests never interleave.

@@ -18,8 +18,11 @@ use super::observe::{LiveWorld, ObserveProblem};
 use super::queue::backoff;
 use crate::model::{ActionStatus, RunStatus, Trigger};
 use crate::plan::{Action, Options, Planned, plan};
-use crate::policy::{Requirement, expires_at, requirements_for_plan, run_requirement};
-use crate::store::{ActionUpdate, NewAction, NewRun, RunSummary, Store, StoreError};
+use crate::policy::{
+    NamedPolicy, Requirement, expires_at, requirements_for_plan, run_requirement, stored_policies,
+};
+use crate::store::{ActionUpdate, Fence, NewAction, NewRun, RunSummary, Store, StoreError};
+use mycopod_specs::kinds::HandshakePolicySpec;
 
 /// The name runs and audit entries give the controller itself.
 pub const CONTROLLER: &str = "controller";
@@ -45,6 +48,25 @@ pub struct RunSettings {
     /// Whether this reconcile is for a commit already reconciled, so that any change it finds
     /// is drift (the loop sets it; a `Trigger::Drift` reconcile is drift too).
     pub drift: bool,
+    /// The commits this reconcile covers (since the last converged commit), with their
+    /// authors and committers; recorded with the run, and no author may approve it where
+    /// the policies forbid self-approval. The loop sets it per reconcile.
+    pub commits: Vec<mycopod_adapters::git::CommitInfo>,
+    /// Who pushed, from a signed GitHub webhook; treated like an author.
+    pub pusher: Option<String>,
+    /// The leadership this reconcile applies under (the loop sets it while it leads). With it,
+    /// the lease is renewed while actions run and every run and action transition is fenced:
+    /// once another replica holds the lease, nothing more is written or applied.
+    pub fencing: Option<Fencing>,
+}
+
+/// A leader's fence and how long its lease lasts when renewed.
+#[derive(Debug, Clone)]
+pub struct Fencing {
+    /// What transitions are written under.
+    pub fence: Fence,
+    /// The lease's time to live; it is renewed every third of it.
+    pub ttl: Duration,
 }
 
 impl RunSettings {
@@ -59,6 +81,9 @@ impl RunSettings {
             concurrency: 4,
             self_heal: false,
             drift: false,
+            commits: Vec::new(),
+            pusher: None,
+            fencing: None,
         }
     }
 }
@@ -77,6 +102,14 @@ pub enum Outcome {
     Waiting {
         /// The waiting run.
         run_id: i64,
+    },
+    /// An approved run waits for its policies' time window to open; nothing is applied
+    /// outside it.
+    WaitingForWindow {
+        /// The approved run.
+        run_id: i64,
+        /// When the windows open next (within a week), if they do.
+        opens_at: Option<DateTime<Utc>>,
     },
     /// A run was applied and ended in `status`.
     Applied {
@@ -162,7 +195,17 @@ pub async fn reconcile_report(
     };
     store.expire_runs(CONTROLLER, now).await.map_err(db)?;
 
-    let desired = match mycopod_specs::check(loaded) {
+    // A commit may name only the secrets the server lists, toward their destinations: a
+    // refused reference makes the run invalid before anything is observed or sent.
+    let checked = mycopod_specs::check(loaded).and_then(|c| {
+        let refused = world.secrets().check(&c.desired);
+        if refused.is_empty() {
+            Ok(c)
+        } else {
+            Err(refused)
+        }
+    });
+    let desired = match checked {
         Ok(checked) => checked.desired,
         Err(findings) => {
             let run_id = record_invalid(
@@ -196,8 +239,22 @@ pub async fn reconcile_report(
         .map_err(db)?;
     for run in &approved {
         if run.plan_hash == hash.as_str() && run.commit_sha == commit {
+            // Windows are checked when the run is applied, not only when it was approved.
+            let needs = run_requirement_of(store, run.id).await.map_err(db)?;
+            if !needs.window_open(now) {
+                return Ok(Reconciled {
+                    outcome: Outcome::WaitingForWindow {
+                        run_id: run.id,
+                        opens_at: needs.next_open(now),
+                    },
+                    problems,
+                    desired: Some(desired),
+                    planned: Some(planned),
+                    failed: BTreeMap::new(),
+                });
+            }
             let applied = apply_run(
-                store, world, settings, run.id, &desired, &observed, &planned, now,
+                store, world, settings, run.id, &needs, &desired, &observed, &planned, now,
             )
             .await
             .map_err(db)?;
@@ -263,7 +320,15 @@ pub async fn reconcile_report(
         });
     }
 
-    let requirements = requirements_for_plan(&desired, &planned.plan);
+    let trusted = trusted_policies(store, scope, &observed)
+        .await
+        .map_err(db)?;
+    let trusted_refs: Option<Vec<NamedPolicy<'_>>> = trusted.as_ref().map(|list| {
+        list.iter()
+            .map(|(name, spec)| NamedPolicy { name, spec })
+            .collect()
+    });
+    let requirements = requirements_for_plan(&desired, trusted_refs.as_deref(), &planned.plan);
     let mut run_needs = run_requirement(&requirements);
     let is_drift = trigger == Trigger::Drift || settings.drift;
     if is_drift && !settings.self_heal && run_needs.approvals == 0 {
@@ -281,7 +346,7 @@ pub async fn reconcile_report(
         trigger,
         requested_by: requested_by.map(str::to_owned),
         status,
-        plan: run_document(&planned, &run_needs),
+        plan: run_document(&planned, &run_needs, settings),
         plan_hash: hash.as_str().to_owned(),
         required_approvals: i64::from(run_needs.approvals),
         error: None,
@@ -307,9 +372,21 @@ pub async fn reconcile_report(
         .supersede_waiting_runs(scope, run_id, CONTROLLER, now)
         .await
         .map_err(db)?;
-    if status == RunStatus::Approved && run_needs.window_open(now) {
+    if status == RunStatus::Approved && !run_needs.window_open(now) {
+        return Ok(Reconciled {
+            outcome: Outcome::WaitingForWindow {
+                run_id,
+                opens_at: run_needs.next_open(now),
+            },
+            problems,
+            desired: Some(desired),
+            planned: Some(planned),
+            failed: BTreeMap::new(),
+        });
+    }
+    if status == RunStatus::Approved {
         let applied = apply_run(
-            store, world, settings, run_id, &desired, &observed, &planned, now,
+            store, world, settings, run_id, &run_needs, &desired, &observed, &planned, now,
         )
         .await
         .map_err(db)?;
@@ -345,19 +422,77 @@ struct AppliedRun {
 /// The plan as stored with a run: the plan itself (whose canonical JSON the hash covers) plus
 /// what it leaves out, and the run's approval requirement (who may approve, whether the
 /// requester may approve their own run), which the API checks each decision against.
-fn run_document(planned: &Planned, requirement: &Requirement) -> serde_json::Value {
+fn run_document(
+    planned: &Planned,
+    requirement: &Requirement,
+    settings: &RunSettings,
+) -> serde_json::Value {
     json!({
         "plan": planned.plan,
         "notes": planned.notes,
         "issues": planned.issues,
         "requirement": requirement,
+        "commits": settings.commits,
+        "pusher": settings.pusher,
     })
+}
+
+/// Everyone who had a hand in the commits a run covers, as recorded with it: author and
+/// committer emails of every covered commit, and the webhook's pusher. Lower-case.
+pub fn run_authors(plan_document: &serde_json::Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Some(commits) = plan_document.get("commits").and_then(|c| c.as_array()) {
+        for c in commits {
+            for field in ["author_email", "committer_email"] {
+                if let Some(e) = c.get(field).and_then(|v| v.as_str())
+                    && !e.trim().is_empty()
+                {
+                    out.insert(e.trim().to_lowercase());
+                }
+            }
+        }
+    }
+    if let Some(p) = plan_document.get("pusher").and_then(|v| v.as_str())
+        && !p.trim().is_empty()
+    {
+        out.insert(p.trim().to_lowercase());
+    }
+    out
 }
 
 /// The approval requirement stored with a run by [`reconcile`], if any (runs recorded before
 /// it was stored, and invalid runs, have none).
 pub fn stored_requirement(plan_document: &serde_json::Value) -> Option<Requirement> {
     serde_json::from_value(plan_document.get("requirement")?.clone()).ok()
+}
+
+/// The policies that govern a new plan of `scope`: those held in the database (the last
+/// applied commit's), or `None` before anything of the scope was ever applied.
+pub async fn trusted_policies(
+    store: &Store,
+    scope: &str,
+    observed: &crate::plan::Observed,
+) -> Result<Option<Vec<(String, HandshakePolicySpec)>>, StoreError> {
+    let (policies, unreadable) = stored_policies(observed);
+    for problem in &unreadable {
+        tracing::error!("stored policy does not parse, left out: {problem}");
+    }
+    if policies.is_empty() && unreadable.is_empty() && !store.has_applied_run(scope).await? {
+        return Ok(None);
+    }
+    Ok(Some(policies))
+}
+
+/// The requirement stored with run `id`; a run without one (recorded by an older version)
+/// is held to one approval and no window, never to nothing.
+async fn run_requirement_of(store: &Store, id: i64) -> Result<Requirement, StoreError> {
+    let run = store.get_run(id).await?;
+    Ok(
+        stored_requirement(&run.plan).unwrap_or_else(|| Requirement {
+            approvals: 1,
+            ..Requirement::automatic()
+        }),
+    )
 }
 
 async fn runs_of(
@@ -438,12 +573,14 @@ async fn apply_run(
     world: &LiveWorld,
     settings: &RunSettings,
     run_id: i64,
+    requirement: &Requirement,
     desired: &DesiredState,
     observed: &crate::plan::Observed,
     planned: &Planned,
     now: DateTime<Utc>,
 ) -> Result<AppliedRun, StoreError> {
-    if !store.claim_run(run_id, CONTROLLER, now).await? {
+    let fence = settings.fencing.as_ref().map(|f| &f.fence);
+    if !store.claim_run(run_id, CONTROLLER, fence, now).await? {
         // Another replica (or a concurrent reconcile) won the claim.
         return Ok(AppliedRun {
             status: RunStatus::Applying,
@@ -451,6 +588,64 @@ async fn apply_run(
             failed: BTreeMap::new(),
         });
     }
+    let work = apply_claimed(
+        store,
+        world,
+        settings,
+        run_id,
+        requirement,
+        desired,
+        observed,
+        planned,
+    );
+    match &settings.fencing {
+        // The lease is kept for the whole apply; if it is lost, applying stops at once (what
+        // was running is left `running` for the next leader to close as interrupted).
+        Some(fencing) => tokio::select! {
+            applied = work => applied,
+            lost = keep_lease(store, fencing) => Err(lost),
+        },
+        None => work.await,
+    }
+}
+
+/// Renews the lease of `fencing` every third of its time to live; returns when the lease is
+/// no longer this replica's. A database error is retried at the next renewal (the fenced
+/// transitions refuse to write meanwhile if the lease runs out).
+async fn keep_lease(store: &Store, fencing: &Fencing) -> StoreError {
+    let every = (fencing.ttl / 3).max(Duration::from_millis(50));
+    let ttl = chrono::Duration::from_std(fencing.ttl).unwrap_or(chrono::Duration::seconds(15));
+    loop {
+        tokio::time::sleep(every).await;
+        let now = Utc::now();
+        match store.renew_fence(&fencing.fence, now + ttl, now).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(lease = %fencing.fence.name, epoch = fencing.fence.epoch,
+                    "lost the leadership while applying; stopping");
+                return StoreError::Fenced {
+                    lease: fencing.fence.name.clone(),
+                    epoch: fencing.fence.epoch,
+                };
+            }
+            Err(e) => tracing::warn!(error = %e, "renew the lease while applying"),
+        }
+    }
+}
+
+/// Applies the actions of a claimed run; see [`apply_run`].
+#[allow(clippy::too_many_arguments)]
+async fn apply_claimed(
+    store: &Store,
+    world: &LiveWorld,
+    settings: &RunSettings,
+    run_id: i64,
+    requirement: &Requirement,
+    desired: &DesiredState,
+    observed: &crate::plan::Observed,
+    planned: &Planned,
+) -> Result<AppliedRun, StoreError> {
+    let fence = settings.fencing.as_ref().map(|f| &f.fence);
     let stored = store.list_actions(run_id).await?;
     let mut failed: BTreeSet<String> = BTreeSet::new();
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
@@ -459,13 +654,17 @@ async fn apply_run(
     let pairs: Vec<(&Action, &crate::store::Action)> =
         planned.plan.actions.iter().zip(&stored).collect();
     for phase in phases(&pairs) {
+        // A window that closes while the run applies stops it: what is left is not run.
+        let window_closed = !requirement.window_open(Utc::now());
         // Actions of one phase run side by side, up to the concurrency bound, unless one of
         // them waits for another of the same phase.
         let mut ready = Vec::new();
         for &(action, row) in phase {
             let blocked = action.depends_on.iter().any(|d| failed.contains(d));
-            if stop || blocked {
-                let why = if stop {
+            if stop || blocked || window_closed {
+                let why = if window_closed {
+                    "not run: the policy's time window closed while the run was applied"
+                } else if stop {
                     "not run: the run stopped after a conflict"
                 } else {
                     "not run: an action it depends on failed"
@@ -479,6 +678,7 @@ async fn apply_run(
                             error: Some(why.to_owned()),
                             external_ref: None,
                         },
+                        fence,
                         Utc::now(),
                     )
                     .await?;
@@ -572,12 +772,13 @@ async fn apply_run(
         text
     });
     store
-        .transition_run(
+        .transition_run_fenced(
             run_id,
             RunStatus::Applying,
             status,
             CONTROLLER,
             error.as_deref(),
+            fence,
             Utc::now(),
         )
         .await?;
@@ -628,19 +829,29 @@ async fn execute(
     action: &Action,
     row: &crate::store::Action,
 ) -> Result<Result<(), ApplyError>, StoreError> {
+    let fence = settings.fencing.as_ref().map(|f| &f.fence);
     let mut from = ActionStatus::Pending;
     let mut attempt = 0u32;
     let result = loop {
         attempt += 1;
-        store
+        let started = store
             .transition_action(
                 row.id,
                 from,
                 ActionStatus::Running,
                 &ActionUpdate::default(),
+                fence,
                 Utc::now(),
             )
             .await?;
+        if !started {
+            // Someone else moved it (a leader closing an interrupted run): never apply an
+            // action this replica could not mark as running.
+            return Ok(Err(ApplyError::Precondition {
+                action: action.key.clone(),
+                message: "not run: its state was changed by another writer".to_owned(),
+            }));
+        }
         let result = world
             .apply(
                 desired,
@@ -663,6 +874,7 @@ async fn execute(
                             error: Some(e.to_string()),
                             external_ref: None,
                         },
+                        fence,
                         Utc::now(),
                     )
                     .await?;
@@ -685,6 +897,7 @@ async fn execute(
                 error,
                 external_ref: None,
             },
+            fence,
             Utc::now(),
         )
         .await?;
@@ -707,6 +920,7 @@ fn describe(e: &ApplyError) -> String {
 pub async fn recover_interrupted(
     store: &Store,
     scope: &str,
+    fence: Option<&Fence>,
     now: DateTime<Utc>,
 ) -> Result<Vec<i64>, StoreError> {
     let mut closed = Vec::new();
@@ -731,17 +945,19 @@ pub async fn recover_interrupted(
                         error: Some(why.to_owned()),
                         external_ref: None,
                     },
+                    fence,
                     now,
                 )
                 .await?;
         }
         if store
-            .transition_run(
+            .transition_run_fenced(
                 run.id,
                 RunStatus::Applying,
                 RunStatus::Superseded,
                 CONTROLLER,
                 Some("interrupted by a restart; planned again from what was observed"),
+                fence,
                 now,
             )
             .await?

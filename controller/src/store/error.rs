@@ -107,6 +107,15 @@ pub enum StoreError {
         /// What was wrong.
         message: String,
     },
+    /// A fenced write by a replica that no longer holds the leadership it wrote under (the
+    /// lease ran out or another replica took it).
+    #[error("lost the leadership {lease} (epoch {epoch}): the write was refused")]
+    Fenced {
+        /// The lease.
+        lease: String,
+        /// The epoch the writer held.
+        epoch: i64,
+    },
     /// Any other database error.
     #[error("{op}")]
     Database {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::audit::{AuditTx, NewAuditEntry};
 use super::codec::db_time;
-use super::{Dialect, Result, Store, StoreError, db_err, on_pool};
+use super::{Dialect, Fence, Result, Store, StoreError, db_err, on_pool};
 use crate::events::Event;
 use crate::model::{ActionStatus, Decision, RunStatus, Trigger};
 
@@ -330,7 +330,7 @@ impl Store {
                 .await
                 .map_err(db_err("insert action"))?;
             }
-            tx.append_audit(
+            tx.append_audit(self.audit_key(),
                 &NewAuditEntry {
                     actor: actor.to_owned(),
                     event: "run.created".to_owned(),
@@ -442,6 +442,22 @@ impl Store {
         })
     }
 
+    /// Whether any run of `scope` was ever applied (ended `succeeded` or
+    /// `partially_failed`): after that, the policies held in the database govern new plans.
+    pub async fn has_applied_run(&self, scope: &str) -> Result<bool> {
+        on_pool!(self, pool => {
+            let row: Option<(i64,)> = sqlx::query_as(
+                "SELECT id FROM runs WHERE scope = $1 \
+                 AND status IN ('succeeded', 'partially_failed') LIMIT 1",
+            )
+            .bind(scope)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err("find an applied run"))?;
+            Ok(row.is_some())
+        })
+    }
+
     /// Runs currently in `status`, oldest first (e.g. `applying` after a restart).
     pub async fn runs_in_status(&self, status: RunStatus) -> Result<Vec<RunSummary>> {
         on_pool!(self, pool => {
@@ -468,6 +484,23 @@ impl Store {
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        self.transition_run_fenced(id, from, to, actor, error, None, now)
+            .await
+    }
+
+    /// [`Store::transition_run`] for a leader: with a fence, the change takes effect only while
+    /// the fence holds its lease, and [`StoreError::Fenced`] says when it no longer does.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transition_run_fenced(
+        &self,
+        id: i64,
+        from: RunStatus,
+        to: RunStatus,
+        actor: &str,
+        error: Option<&str>,
+        fence: Option<&Fence>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         if !from.can_transition_to(to) {
             return Err(StoreError::IllegalRunTransition { from, to });
         }
@@ -482,7 +515,9 @@ impl Store {
                  approved_at = COALESCE($6, approved_at), \
                  started_at = COALESCE(started_at, $7), \
                  finished_at = COALESCE($8, finished_at) \
-                 WHERE id = $1 AND status = $2",
+                 WHERE id = $1 AND status = $2 AND ($9 IS NULL OR EXISTS (\
+                     SELECT 1 FROM leader_leases WHERE name = $9 AND holder = $10 \
+                     AND epoch = $11 AND expires_at > $4))",
             )
             .bind(id)
             .bind(from)
@@ -492,15 +527,20 @@ impl Store {
             .bind(approved_at)
             .bind(started_at)
             .bind(finished_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("update run status"))?
-            .rows_affected()
+            .bind(fence.map(|f| f.name.as_str()))
+            .bind(fence.map(|f| f.holder.as_str()))
+            .bind(fence.map(|f| f.epoch))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("update run status"))?
+                .rows_affected()
                 == 1;
             if !done {
+                drop(tx);
+                self.check_fence(fence, now).await?;
                 return Ok(false);
             }
-            tx.append_audit(
+            tx.append_audit(self.audit_key(),
                 &status_change_entry(actor, id, from, to, json!({"error": error})),
                 now,
             )
@@ -512,16 +552,35 @@ impl Store {
     }
 
     /// Claims an approved run for applying (`approved -> applying`); exactly one caller wins.
-    pub async fn claim_run(&self, id: i64, actor: &str, now: DateTime<Utc>) -> Result<bool> {
-        self.transition_run(
+    /// With a fence, only while it holds its lease.
+    pub async fn claim_run(
+        &self,
+        id: i64,
+        actor: &str,
+        fence: Option<&Fence>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.transition_run_fenced(
             id,
             RunStatus::Approved,
             RunStatus::Applying,
             actor,
             None,
+            fence,
             now,
         )
         .await
+    }
+
+    /// `Ok` when there is no fence or it still holds its lease at `now`.
+    async fn check_fence(&self, fence: Option<&Fence>, now: DateTime<Utc>) -> Result<()> {
+        match fence {
+            Some(f) if !self.fence_holds(f, now).await? => Err(StoreError::Fenced {
+                lease: f.name.clone(),
+                epoch: f.epoch,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Marks every waiting (`awaiting_approval` or `approved`, not yet applying) run of `scope`
@@ -561,7 +620,7 @@ impl Store {
                 .rows_affected()
                     == 1;
                 if done {
-                    tx.append_audit(
+                    tx.append_audit(self.audit_key(),
                         &status_change_entry(
                             actor,
                             id,
@@ -614,7 +673,7 @@ impl Store {
                 .rows_affected()
                     == 1;
                 if done {
-                    tx.append_audit(
+                    tx.append_audit(self.audit_key(),
                         &status_change_entry(actor, id, from, RunStatus::Expired, Value::Null),
                         now,
                     )
@@ -704,7 +763,7 @@ impl Store {
                     err
                 }
             })?;
-            tx.append_audit(
+            tx.append_audit(self.audit_key(),
                 &NewAuditEntry {
                     actor: user.to_owned(),
                     event: format!("run.{}", match decision {
@@ -753,7 +812,7 @@ impl Store {
                 .rows_affected()
                     == 1;
                 if done {
-                    tx.append_audit(
+                    tx.append_audit(self.audit_key(),
                         &status_change_entry(
                             user,
                             run_id,
@@ -838,17 +897,21 @@ impl Store {
 
     /// Moves an action from `from` to `to` if it is still in `from`; returns whether it took
     /// effect. Entering `running` counts an attempt; a terminal state sets `finished_at`.
+    /// With a fence, the change takes effect only while the fence holds its lease, and
+    /// [`StoreError::Fenced`] says when it no longer does.
     pub async fn transition_action(
         &self,
         id: i64,
         from: ActionStatus,
         to: ActionStatus,
         update: &ActionUpdate,
+        fence: Option<&Fence>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         if !from.can_transition_to(to) {
             return Err(StoreError::IllegalActionTransition { from, to });
         }
+        let now_utc = now;
         let now = db_time(now);
         let attempt = i64::from(to == ActionStatus::Running);
         let started_at = (to == ActionStatus::Running).then_some(now);
@@ -859,7 +922,10 @@ impl Store {
                  started_at = COALESCE(started_at, $6), finished_at = COALESCE($7, finished_at), \
                  last_error = COALESCE($8, last_error), \
                  external_ref = COALESCE($9, external_ref) \
-                 WHERE id = $1 AND status = $2 RETURNING run_id",
+                 WHERE id = $1 AND status = $2 AND ($10 IS NULL OR EXISTS (\
+                     SELECT 1 FROM leader_leases WHERE name = $10 AND holder = $11 \
+                     AND epoch = $12 AND expires_at > $4)) \
+                 RETURNING run_id",
             )
             .bind(id)
             .bind(from)
@@ -870,11 +936,15 @@ impl Store {
             .bind(finished_at)
             .bind(update.error.as_deref())
             .bind(update.external_ref.as_deref())
-            .fetch_optional(pool)
-            .await
-            .map_err(db_err("update action status"))?
+            .bind(fence.map(|f| f.name.as_str()))
+            .bind(fence.map(|f| f.holder.as_str()))
+            .bind(fence.map(|f| f.epoch))
+                .fetch_optional(pool)
+                .await
+                .map_err(db_err("update action status"))?
         });
         let Some(run_id) = run_id else {
+            self.check_fence(fence, now_utc).await?;
             return Ok(false);
         };
         self.events().publish(Event::Action {

@@ -189,7 +189,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err("insert user"))?;
-            tx.append_audit(
+            tx.append_audit(self.audit_key(),
                 &NewAuditEntry {
                     actor: actor.to_owned(),
                     event: "user.created".to_owned(),
@@ -309,7 +309,7 @@ impl Store {
                 .rows_affected()
                 == 1;
             if found {
-                tx.append_audit(
+                tx.append_audit(self.audit_key(),
                     &NewAuditEntry {
                         actor: actor.to_owned(),
                         event: if disabled { "user.disabled" } else { "user.enabled" }.to_owned(),
@@ -322,6 +322,67 @@ impl Store {
             }
             tx.commit().await.map_err(db_err("commit disable user"))?;
             Ok(found)
+        })
+    }
+
+    /// Sets the git identities (emails) of user `name`; returns whether the user exists.
+    /// Emails are stored trimmed and lower-case. Audited.
+    pub async fn set_user_git_emails(
+        &self,
+        name: &str,
+        emails: &[String],
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut clean: Vec<String> = emails
+            .iter()
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect();
+        clean.sort();
+        clean.dedup();
+        let text = clean.join("\n");
+        let now = db_time(now);
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err("begin set git emails"))?;
+            let found = sqlx::query("UPDATE users SET git_emails = $2, updated_at = $3 WHERE name = $1")
+                .bind(name)
+                .bind(&text)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("set git emails"))?
+                .rows_affected()
+                == 1;
+            if found {
+                tx.append_audit(self.audit_key(),
+                    &NewAuditEntry {
+                        actor: actor.to_owned(),
+                        event: "user.git_emails".to_owned(),
+                        subject: format!("user/{name}"),
+                        details: json!({"git_emails": clean}),
+                    },
+                    now,
+                )
+                .await?;
+            }
+            tx.commit().await.map_err(db_err("commit set git emails"))?;
+            Ok(found)
+        })
+    }
+
+    /// The git identities (emails, lower-case) of user `name`; empty for an unknown user.
+    pub async fn user_git_emails(&self, name: &str) -> Result<Vec<String>> {
+        on_pool!(self, pool => {
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT git_emails FROM users WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err("read git emails"))?;
+            Ok(row
+                .map(|(t,)| t.lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
+                .unwrap_or_default())
         })
     }
 
@@ -479,7 +540,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err("insert api key"))?;
-            tx.append_audit(
+            tx.append_audit(self.audit_key(),
                 &NewAuditEntry {
                     actor: created_by.to_owned(),
                     event: "api_key.created".to_owned(),
@@ -550,7 +611,7 @@ impl Store {
             .rows_affected()
                 == 1;
             if done {
-                tx.append_audit(
+                tx.append_audit(self.audit_key(),
                     &NewAuditEntry {
                         actor: actor.to_owned(),
                         event: "api_key.revoked".to_owned(),

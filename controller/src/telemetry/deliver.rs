@@ -8,7 +8,7 @@
 //! task, so a slow or dead receiver delays neither polling nor other channels. Whether an
 //! alert fires is decided elsewhere.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::evaluate::{Notice, NoticeEvent};
 use crate::model::{ConfigKind, DeliveryStatus};
+use crate::secrets::{Registry, SecretRef};
 use crate::store::{Alert, NewDelivery, Store, StoreError};
 
 /// Added to twice the attempt timeout to give a claimed attempt its deadline.
@@ -101,7 +102,7 @@ pub enum Attempted {
 pub struct Notifier {
     store: Store,
     sender: WebhookSender,
-    env: Arc<BTreeMap<String, String>>,
+    secrets: Arc<Registry>,
     settings: NotifySettings,
 }
 
@@ -114,19 +115,20 @@ fn severity_rank(s: &str) -> u8 {
 }
 
 impl Notifier {
-    /// A notifier; channel secrets named by `secretEnv` are looked up in `env`.
+    /// A notifier; channel secrets (`secretEnv`, `secretFile`) are resolved through
+    /// `secrets`, toward the channel's own URL only.
     ///
     /// # Errors
     /// The HTTP client cannot be built.
     pub fn new(
         store: Store,
-        env: Arc<BTreeMap<String, String>>,
+        secrets: Arc<Registry>,
         settings: NotifySettings,
     ) -> Result<Notifier, ClientError> {
         Ok(Notifier {
             store,
             sender: WebhookSender::new(settings.timeout).map_err(|e| ClientError(e.to_string()))?,
-            env,
+            secrets,
             settings,
         })
     }
@@ -155,21 +157,15 @@ impl Notifier {
         name: &str,
         spec: &NotificationChannelSpec,
     ) -> Result<Option<Vec<u8>>, String> {
-        if let Some(var) = &spec.webhook.secret_env {
-            return self
-                .env
-                .get(var)
-                .map(|v| Some(v.trim_end_matches('\n').as_bytes().to_vec()))
-                .ok_or_else(|| {
-                    format!("channel {name}: environment variable {var} (secretEnv) is not set")
-                });
-        }
-        if let Some(path) = &spec.webhook.secret_file {
-            return std::fs::read_to_string(path)
-                .map(|s| Some(s.trim_end().as_bytes().to_vec()))
-                .map_err(|e| format!("channel {name}: cannot read secretFile {path}: {e}"));
-        }
-        Ok(None)
+        let reference = match (&spec.webhook.secret_env, &spec.webhook.secret_file) {
+            (Some(var), _) => SecretRef::Env(var),
+            (None, Some(path)) => SecretRef::File(path),
+            (None, None) => return Ok(None),
+        };
+        self.secrets
+            .resolve(reference, spec.webhook.url.url())
+            .map(|v| Some(v.into_bytes()))
+            .map_err(|e| format!("channel {name}: {e}"))
     }
 
     /// Makes attempt number `attempt` of notifying `channel` about `event` on alert

@@ -63,15 +63,15 @@ pub struct TelemetrySettings {
     pub rules_reload_every: Duration,
     /// Webhook retry policy.
     pub notify: NotifySettings,
-    /// The environment channel secrets (`secretEnv`) are read from.
-    pub env: Arc<BTreeMap<String, String>>,
+    /// The secrets channels may name, each bound to its destinations.
+    pub secrets: Arc<crate::secrets::Registry>,
     /// MQTT publishing, if configured.
     pub mqtt: Option<MqttSettings>,
 }
 
 impl TelemetrySettings {
-    /// The settings of `config`, with `env` for channel secrets.
-    pub fn from_config(config: &TelemetryConfig, env: BTreeMap<String, String>) -> Self {
+    /// The settings of `config`, with `secrets` for channel secrets.
+    pub fn from_config(config: &TelemetryConfig, secrets: crate::secrets::Registry) -> Self {
         TelemetrySettings {
             retention: config.retention.as_std(),
             retention_every: Duration::from_secs(3600),
@@ -80,7 +80,7 @@ impl TelemetrySettings {
             max_pending: 500_000,
             rules_reload_every: Duration::from_secs(5),
             notify: NotifySettings::default(),
-            env: Arc::new(env),
+            secrets: Arc::new(secrets),
             mqtt: config.mqtt_url.as_ref().map(|url| MqttSettings {
                 url: url.clone(),
                 topic_prefix: config.mqtt_topic_prefix.clone(),
@@ -148,7 +148,11 @@ pub fn spawn(
     settings: TelemetrySettings,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, TelemetryError> {
-    let notifier = Notifier::new(store.clone(), Arc::clone(&settings.env), settings.notify)?;
+    let notifier = Notifier::new(
+        store.clone(),
+        Arc::clone(&settings.secrets),
+        settings.notify,
+    )?;
     let mqtt = settings
         .mqtt
         .clone()

@@ -78,6 +78,39 @@ spec: {{device: fm-1, register: flow_rate, condition: {{below: 2.0}}, for: 5m, n
     )
 }
 
+/// `mycopod.toml` lines listing the secrets the rig's declarations name: `PVE_TOKEN` toward
+/// the simulator at `pve_url`, `OPS_SECRET` toward the notification hook.
+#[allow(dead_code)]
+pub fn secrets_toml(pve_url: &str) -> String {
+    format!(
+        "[[secrets]]\nenv = \"PVE_TOKEN\"\ndestinations = [\"{pve_url}\"]\n\n\
+         [[secrets]]\nenv = \"OPS_SECRET\"\ndestinations = [\"http://127.0.0.1:9\"]\n"
+    )
+}
+
+/// The registry the rig's declarations need: `PVE_TOKEN` toward the simulator at `pve_url`,
+/// `OPS_SECRET` toward the notification hook.
+pub fn rig_secrets(pve_url: &str) -> mycopod::secrets::Registry {
+    use mycopod::secrets::{Registry, SecretEntry};
+    let env: BTreeMap<String, String> = [("PVE_TOKEN".to_owned(), "tok-secret".to_owned())].into();
+    Registry::of(
+        vec![
+            SecretEntry {
+                env: Some("PVE_TOKEN".to_owned()),
+                file: None,
+                destinations: vec![pve_url.to_owned()],
+            },
+            SecretEntry {
+                env: Some("OPS_SECRET".to_owned()),
+                file: None,
+                destinations: vec!["http://127.0.0.1:9".to_owned()],
+            },
+        ],
+        &env,
+    )
+    .expect("the rig's secrets are valid")
+}
+
 pub fn desired(yaml: &str) -> DesiredState {
     let loaded = mycopod_specs::load_str("site.yaml", yaml);
     mycopod_specs::check(&loaded)
@@ -89,7 +122,8 @@ pub struct Rig {
     pub pve: SimHandle,
     pub modbus: Simulator,
     pub store: Store,
-    pub env: BTreeMap<String, String>,
+    /// The secrets the rig's declarations may name, bound to the simulator and the hook.
+    pub env: mycopod::secrets::Registry,
     _dir: tempfile::TempDir,
 }
 
@@ -107,7 +141,7 @@ impl Rig {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        let env = [("PVE_TOKEN".to_owned(), "tok-secret".to_owned())].into();
+        let env = rig_secrets(&pve.base_url());
         Rig {
             pve,
             modbus,

@@ -188,6 +188,10 @@ async function renderRun(main, id) {
     ["Finished", time(run.finished_at)],
     ["Superseded by", run.superseded_by ? h("a", { href: `#/runs/${run.superseded_by}` }, `Run ${run.superseded_by}`) : null],
   ].filter(([, v]) => v !== null);
+  const authors = (run.plan && run.plan.commits) || [];
+  if (authors.length) {
+    facts.push(["Commits", authors.map((c) => `${short(c.sha)} ${c.author_email || ""}`).join(", ")]);
+  }
   main.append(
     h(
       "section",
@@ -200,6 +204,9 @@ async function renderRun(main, id) {
   const deciding = run.status === "awaiting_approval" && can("operator");
   if (deciding) main.append(notice("warn", "This run waits for your decision: read the plan below, then approve or reject it."));
   else if (run.status === "awaiting_approval") main.append(notice("info", "This run waits for an operator's approval."));
+  if (detail.window && detail.window.message) {
+    main.append(notice("info", `This run is ${detail.window.message}.`));
+  }
 
   main.append(h("h2", { id: "plan-title" }, `Plan (${actions.length} action${actions.length === 1 ? "" : "s"})`));
   if (run.status === "invalid" && !actions.length) {
