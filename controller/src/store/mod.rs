@@ -38,8 +38,8 @@ use sqlx::{PgPool, SqlitePool};
 use crate::events::EventBus;
 
 pub use audit::{
-    AuditEntry, AuditKey, AuditPage, Checkpoint, GENESIS_HASH, NewAuditEntry, VerifyFailure,
-    VerifyReport, canonical_json, entry_hash,
+    AuditEntry, AuditPage, GENESIS_HASH, NewAuditEntry, VerifyFailure, VerifyReport,
+    canonical_json, entry_hash,
 };
 pub use config::{ConfigObject, Declaration, Fence, LeaderLock, NewDeclaration};
 pub use error::StoreError;
@@ -79,7 +79,6 @@ pub struct Store {
     backend: Backend,
     events: EventBus,
     series: readings::SeriesIds,
-    audit_key: Option<AuditKey>,
 }
 
 /// Expands `$body` once per backend with `$pool` bound to the typed pool, so SQL written once
@@ -208,22 +207,7 @@ impl Store {
             backend,
             events: EventBus::new(),
             series: readings::SeriesIds::default(),
-            audit_key: None,
         }
-    }
-
-    /// This store with the key its audit chain is computed with (HMAC-SHA256). The key comes
-    /// from the server's configuration and is never written to the database, so someone who
-    /// can only write the database cannot recompute the chain. Without a key the chain is
-    /// plain SHA-256, which detects edits but not a recomputed rewrite.
-    pub fn with_audit_key(mut self, key: AuditKey) -> Store {
-        self.audit_key = Some(key);
-        self
-    }
-
-    /// The audit key, if one is configured.
-    pub fn audit_key(&self) -> Option<&AuditKey> {
-        self.audit_key.as_ref()
     }
 
     /// The cache of reading series ids (see `readings.rs`).

@@ -330,7 +330,7 @@ impl Store {
                 .await
                 .map_err(db_err("insert action"))?;
             }
-            tx.append_audit(self.audit_key(),
+            tx.append_audit(
                 &NewAuditEntry {
                     actor: actor.to_owned(),
                     event: "run.created".to_owned(),
@@ -540,7 +540,7 @@ impl Store {
                 self.check_fence(fence, now).await?;
                 return Ok(false);
             }
-            tx.append_audit(self.audit_key(),
+            tx.append_audit(
                 &status_change_entry(actor, id, from, to, json!({"error": error})),
                 now,
             )
@@ -620,7 +620,7 @@ impl Store {
                 .rows_affected()
                     == 1;
                 if done {
-                    tx.append_audit(self.audit_key(),
+                    tx.append_audit(
                         &status_change_entry(
                             actor,
                             id,
@@ -673,7 +673,7 @@ impl Store {
                 .rows_affected()
                     == 1;
                 if done {
-                    tx.append_audit(self.audit_key(),
+                    tx.append_audit(
                         &status_change_entry(actor, id, from, RunStatus::Expired, Value::Null),
                         now,
                     )
@@ -763,7 +763,7 @@ impl Store {
                     err
                 }
             })?;
-            tx.append_audit(self.audit_key(),
+            tx.append_audit(
                 &NewAuditEntry {
                     actor: user.to_owned(),
                     event: format!("run.{}", match decision {
@@ -812,7 +812,7 @@ impl Store {
                 .rows_affected()
                     == 1;
                 if done {
-                    tx.append_audit(self.audit_key(),
+                    tx.append_audit(
                         &status_change_entry(
                             user,
                             run_id,

@@ -189,7 +189,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err("insert user"))?;
-            tx.append_audit(self.audit_key(),
+            tx.append_audit(
                 &NewAuditEntry {
                     actor: actor.to_owned(),
                     event: "user.created".to_owned(),
@@ -309,7 +309,7 @@ impl Store {
                 .rows_affected()
                 == 1;
             if found {
-                tx.append_audit(self.audit_key(),
+                tx.append_audit(
                     &NewAuditEntry {
                         actor: actor.to_owned(),
                         event: if disabled { "user.disabled" } else { "user.enabled" }.to_owned(),
@@ -355,7 +355,7 @@ impl Store {
                 .rows_affected()
                 == 1;
             if found {
-                tx.append_audit(self.audit_key(),
+                tx.append_audit(
                     &NewAuditEntry {
                         actor: actor.to_owned(),
                         event: "user.git_emails".to_owned(),
@@ -540,7 +540,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err("insert api key"))?;
-            tx.append_audit(self.audit_key(),
+            tx.append_audit(
                 &NewAuditEntry {
                     actor: created_by.to_owned(),
                     event: "api_key.created".to_owned(),
@@ -611,7 +611,7 @@ impl Store {
             .rows_affected()
                 == 1;
             if done {
-                tx.append_audit(self.audit_key(),
+                tx.append_audit(
                     &NewAuditEntry {
                         actor: actor.to_owned(),
                         event: "api_key.revoked".to_owned(),
