@@ -2,6 +2,7 @@
 //!
 //! Adapters translate and transport; they never decide what should change.
 
+pub mod backoff;
 pub mod git;
 pub mod github;
 pub mod llm;

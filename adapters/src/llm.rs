@@ -596,10 +596,11 @@ impl LlmClient {
         }
     }
 
-    /// `backoff * 2^(attempt-1)`.
+    /// The wait before retrying after `attempt` failures: from `backoff`, doubling, jittered,
+    /// and never longer than `max_retry_after` (the longest wait a call accepts at all).
     fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        self.settings.backoff.saturating_mul(factor)
+        crate::backoff::Backoff::new(self.settings.backoff, self.settings.max_retry_after)
+            .random(attempt)
     }
 }
 
@@ -801,15 +802,5 @@ mod tests {
         s.api_key = None;
         s.base_url = "ftp://x".into();
         assert!(matches!(LlmClient::new(s), Err(LlmError::Configure { .. })));
-    }
-
-    #[test]
-    fn backoff_should_double_from_the_configured_start() {
-        let mut s = LlmSettings::new("http://127.0.0.1:1/v1", "m");
-        s.backoff = Duration::from_millis(100);
-        let c = LlmClient::new(s).unwrap();
-        assert_eq!(c.backoff(1), Duration::from_millis(100));
-        assert_eq!(c.backoff(2), Duration::from_millis(200));
-        assert_eq!(c.backoff(3), Duration::from_millis(400));
     }
 }

@@ -76,10 +76,9 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The delay before attempt `attempt + 1` (0-based `attempt` that just failed).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    /// The backoff between attempts.
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff::new(self.base_delay, self.max_delay)
     }
 }
 
@@ -454,7 +453,8 @@ impl ProxmoxClient {
             match op(attempt).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_transient() && attempt + 1 < policy.max_attempts.max(1) => {
-                    let delay = policy.delay(attempt);
+                    // Jittered, so clients that failed together do not retry together.
+                    let delay = policy.backoff().random(attempt + 1);
                     warn!(what, attempt = attempt + 1, ?delay, error = %e, "transient error, retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
@@ -1117,20 +1117,6 @@ fn observed_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_delay_should_double_and_stop_at_the_cap() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(500),
-        };
-        assert_eq!(p.delay(0), Duration::from_millis(100));
-        assert_eq!(p.delay(1), Duration::from_millis(200));
-        assert_eq!(p.delay(2), Duration::from_millis(400));
-        assert_eq!(p.delay(3), Duration::from_millis(500));
-        assert_eq!(p.delay(40), Duration::from_millis(500));
-    }
 
     #[test]
     fn observed_from_should_take_current_values_and_pending_changes() {

@@ -19,7 +19,7 @@ use mycopod_specs::Loaded;
 use tokio::sync::{mpsc, watch};
 
 use super::observe::LiveWorld;
-use super::queue::{Requeue, WorkQueue, backoff};
+use super::queue::{Requeue, WorkQueue};
 use super::run::{
     Fencing, Outcome, Reconciled, RunSettings, reconcile_report, recover_interrupted,
 };
@@ -29,6 +29,7 @@ use crate::declarations::expand::{Expansion, expand};
 use crate::events::Event;
 use crate::model::{RunStatus, Trigger};
 use crate::store::{Fence, LeaderLock, Store};
+use mycopod_adapters::backoff::Backoff;
 use mycopod_adapters::llm::LlmClient;
 
 /// Why the scope was queued. Ordered by precedence: the most explicit reason names the run.
@@ -348,11 +349,9 @@ impl Driver {
             }
             Err(message) => {
                 self.failures = self.failures.saturating_add(1);
-                let delay = backoff(
-                    self.settings.backoff_base,
-                    self.settings.backoff_cap,
-                    self.failures,
-                );
+                // Not jittered: one loop per scope, nobody to collide with.
+                let delay = Backoff::new(self.settings.backoff_base, self.settings.backoff_cap)
+                    .delay(self.failures);
                 tracing::warn!(error = %message, retry_in = ?delay, "reconcile failed");
                 let now = Utc::now();
                 self.control.update_status(|s| {

@@ -181,18 +181,6 @@ impl<K: Ord + Clone, R: Ord + Clone> WorkQueue<K, R> {
     }
 }
 
-/// Exponential backoff with a cap: `base * 2^(attempt-1)`, at most `cap`. Attempt 0 is no
-/// delay. Deterministic: the jitter, where wanted, is the caller's.
-pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    if attempt == 0 {
-        return Duration::ZERO;
-    }
-    let factor = 1u32
-        .checked_shl(attempt.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    base.checked_mul(factor).unwrap_or(cap).min(cap)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -310,14 +298,5 @@ mod tests {
         assert!(got.is_none());
         queue.trigger("repo", "poll");
         assert!(queue.is_empty(), "a closed queue takes no more work");
-    }
-
-    #[test]
-    fn backoff_should_double_from_the_base_up_to_the_cap() {
-        let base = Duration::from_secs(1);
-        let cap = Duration::from_secs(300);
-        let delays: Vec<u64> = (0..12).map(|a| backoff(base, cap, a).as_secs()).collect();
-        assert_eq!(delays, [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(backoff(base, cap, u32::MAX), cap);
     }
 }

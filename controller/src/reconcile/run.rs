@@ -15,13 +15,13 @@ use serde_json::json;
 
 use super::apply::ApplyError;
 use super::observe::{LiveWorld, ObserveProblem};
-use super::queue::backoff;
 use crate::model::{ActionStatus, RunStatus, Trigger};
 use crate::plan::{Action, Options, Planned, plan};
 use crate::policy::{
     NamedPolicy, Requirement, expires_at, requirements_for_plan, run_requirement, stored_policies,
 };
 use crate::store::{ActionUpdate, Fence, NewAction, NewRun, RunSummary, Store, StoreError};
+use mycopod_adapters::backoff::Backoff;
 use mycopod_specs::kinds::HandshakePolicySpec;
 
 /// The name runs and audit entries give the controller itself.
@@ -879,7 +879,8 @@ async fn execute(
                     )
                     .await?;
                 from = ActionStatus::Pending;
-                tokio::time::sleep(backoff(settings.retry_base, settings.retry_cap, attempt)).await;
+                let wait = Backoff::new(settings.retry_base, settings.retry_cap).delay(attempt);
+                tokio::time::sleep(wait).await;
             }
             other => break other,
         }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mycopod_adapters::backoff::Backoff;
 use mycopod_adapters::notify::{DeliveryError, Webhook, WebhookSender};
 use mycopod_specs::kinds::NotificationChannelSpec;
 use serde::Serialize;
@@ -54,16 +55,12 @@ impl Default for NotifySettings {
     }
 }
 
-/// The wait before attempt `failed + 1` after `failed` failed attempts: `base * 2^(failed-1)`
-/// up to `max`, scaled by `jitter` in `[0, 1)` into the upper half of that (`0.5..1.0`), so
-/// retries of many alerts spread out.
-pub fn backoff(settings: &NotifySettings, failed: u32, jitter: f64) -> Duration {
-    let exp = failed.saturating_sub(1).min(20);
-    let full = settings
-        .backoff_base
-        .saturating_mul(1u32 << exp)
-        .min(settings.backoff_max);
-    full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+impl NotifySettings {
+    /// The backoff between attempts; jittered where used, so retries of many alerts spread
+    /// out.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.backoff_base, self.backoff_max)
+    }
 }
 
 /// The JSON body of a webhook (and of an MQTT alert message).
@@ -245,7 +242,7 @@ impl Notifier {
             Ok(_) if skipped.is_some() => (DeliveryStatus::Skipped, None, skipped, None),
             Ok(code) => (DeliveryStatus::Succeeded, Some(code), None, None),
             Err((code, message, retry)) if retry && attempt < self.settings.max_attempts => {
-                let wait = backoff(&self.settings, attempt, rand::random::<f64>());
+                let wait = self.settings.backoff().random(attempt);
                 let next = chrono::Duration::from_std(wait)
                     .ok()
                     .and_then(|w| now.checked_add_signed(w))

@@ -157,9 +157,9 @@ pub fn next_delay(interval: Duration, failures: i64, offline_after: u32, jitter:
     if past < 0 {
         return base;
     }
-    let factor = 1u32 << past.clamp(0, 16);
-    base.saturating_mul(factor)
-        .min(MAX_OFFLINE_DELAY.max(interval))
+    let failures_past = u32::try_from(past.saturating_add(1)).unwrap_or(u32::MAX);
+    mycopod_adapters::backoff::Backoff::new(base, MAX_OFFLINE_DELAY.max(interval))
+        .delay(failures_past)
 }
 
 /// The grid poll wake-ups are moved to: pollers due within one step of each other wake the
