@@ -233,6 +233,55 @@ string_enum! {
     }
 }
 
+/// Writes `value` as canonical JSON: object keys sorted at every level, no whitespace, arrays
+/// in order. Independent of serde_json's `preserve_order` feature. The one canonical form:
+/// plan hashes, audit entries and stored spec hashes all use it.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    let mut out = Vec::with_capacity(256);
+    write_canonical(value, &mut out);
+    // Only serde_json's output and ASCII punctuation went in, so this is always UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            // Already sorted without `preserve_order`; sorting sorted input is one pass.
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (key, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_scalar(out, key);
+                out.push(b':');
+                write_canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        other => write_scalar(out, other),
+    }
+}
+
+/// A key or a leaf value, written as serde_json writes it. Writing into a `Vec` cannot fail.
+fn write_scalar<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    if let Err(e) = serde_json::to_writer(&mut *out, value) {
+        tracing::error!("canonical json: a value did not serialize: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -282,5 +331,14 @@ mod tests {
     fn serde_should_use_the_same_spelling_as_as_str() {
         let json = serde_json::to_string(&RunStatus::PartiallyFailed).unwrap();
         assert_eq!(json, "\"partially_failed\"");
+    }
+
+    #[test]
+    fn canonical_json_should_sort_keys_at_every_level() {
+        let v = serde_json::json!({"b": 1, "a": {"z": [3, {"y": null, "x": "s"}], "c": true}});
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":true,"z":[3,{"x":"s","y":null}]},"b":1}"#
+        );
     }
 }

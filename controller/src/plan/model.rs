@@ -215,10 +215,8 @@ impl Plan {
     /// The canonical JSON: compact, object keys sorted at every level, actions in plan order.
     /// Same plan, same bytes, on every machine.
     pub fn canonical_json(&self) -> String {
-        // `serde_json::Value` keeps object keys in a BTreeMap (the crate's `preserve_order`
-        // feature is off), so going through it sorts every object's keys.
         match serde_json::to_value(self) {
-            Ok(value) => value.to_string(),
+            Ok(value) => crate::model::canonical_json(&value),
             // Serialising plain data with string keys cannot fail; keep the type honest anyway.
             Err(err) => format!("{{\"unserialisable_plan\":{:?}}}", err.to_string()),
         }

@@ -91,11 +91,11 @@ pub struct Applied {
     pub restart_required: BTreeSet<String>,
 }
 
-/// The SHA-256 of a JSON value's canonical form (the store's, keys sorted at every level), as
+/// The SHA-256 of a JSON value's canonical form (`model::canonical_json`), as
 /// stored beside database-held configuration and invalid runs.
 pub fn spec_hash(spec: &serde_json::Value) -> String {
     hex::encode(Sha256::digest(
-        crate::store::canonical_json(spec).as_bytes(),
+        crate::model::canonical_json(spec).as_bytes(),
     ))
 }
 

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::codec::db_time;
 use super::{Dialect, Result, Store, StoreError, db_err, on_pool};
+use crate::model::canonical_json;
 
 /// The `prev_hash` of the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -90,46 +91,6 @@ type AuditRow = (
     String,
     String,
 );
-
-/// Writes `value` as canonical JSON: object keys sorted, no whitespace. Independent of
-/// serde_json's `preserve_order` feature.
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                if let Some(v) = map.get(key) {
-                    write_canonical(v, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
 
 fn format_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -373,16 +334,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn canonical_json_should_sort_keys_at_every_level() {
-        let v = json!({"b": 1, "a": {"z": [3, {"y": null, "x": "s"}], "c": true}});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":{"c":true,"z":[3,{"x":"s","y":null}]},"b":1}"#
-        );
-    }
 
     #[test]
     fn entry_hash_should_change_with_any_field() {

@@ -38,8 +38,7 @@ use sqlx::{PgPool, SqlitePool};
 use crate::events::EventBus;
 
 pub use audit::{
-    AuditEntry, AuditPage, GENESIS_HASH, NewAuditEntry, VerifyFailure, VerifyReport,
-    canonical_json, entry_hash,
+    AuditEntry, AuditPage, GENESIS_HASH, NewAuditEntry, VerifyFailure, VerifyReport, entry_hash,
 };
 pub use config::{ConfigObject, Declaration, Fence, LeaderLock, NewDeclaration};
 pub use error::StoreError;
