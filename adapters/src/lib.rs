@@ -3,6 +3,7 @@
 //! Adapters translate and transport; they never decide what should change.
 
 pub mod backoff;
+pub mod error_class;
 pub mod git;
 pub mod github;
 pub mod llm;
@@ -11,3 +12,5 @@ pub mod mqtt;
 pub mod notify;
 pub mod proxmox;
 pub mod signing;
+
+pub use error_class::ErrorClass;

@@ -165,14 +165,7 @@ pub struct Answer {
     pub requests: u32,
 }
 
-/// Whether retrying can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Retry later with backoff (timeouts, rate limits, server errors, connection failures).
-    Transient,
-    /// Retrying the same request will not help; surface it.
-    Rejected,
-}
+pub use crate::error_class::ErrorClass;
 
 /// Why a call failed. Messages name the model and the step.
 #[derive(Debug, thiserror::Error)]

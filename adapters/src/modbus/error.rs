@@ -9,16 +9,7 @@ use std::time::Duration;
 
 use super::{DataType, Table, Value};
 
-/// How a caller should treat an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// The device was unreachable or too slow: retry later with backoff.
-    Transient,
-    /// The device or the definition refused the request: retrying will not help.
-    Rejected,
-    /// A register name is not defined on the device.
-    NotFound,
-}
+pub use crate::error_class::ErrorClass;
 
 /// A Modbus exception response, named as in the Modbus specification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

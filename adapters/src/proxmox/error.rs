@@ -5,18 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// How the caller should treat an error: the class decides retries and how a run reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorClass {
-    /// Worth retrying with backoff: 5xx (595/596 included), timeouts, held locks.
-    Transient,
-    /// Refused by PVE (400 with field errors, 403, a shrink): retrying cannot help.
-    Rejected,
-    /// The configuration changed between observation and write (digest mismatch).
-    Conflict,
-    /// The guest, node or task does not exist.
-    NotFound,
-}
+pub use crate::error_class::ErrorClass;
 
 /// A failure of one step of the Proxmox client, naming the object it concerned.
 #[derive(Debug, thiserror::Error)]
