@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{Caller, new_api_key};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::session::{Body, UserInfo};
 use crate::model::{Role, Scope};
 use crate::store::{ApiKey, hash_password, hash_token};
@@ -126,7 +126,10 @@ async fn create_user(
         .await
         .map_err(|e| {
             if e.is_unique_violation() {
-                ApiError::conflict("name_taken", format!("user {} exists", request.name))
+                ApiError::new(
+                    ErrorCode::NameTaken,
+                    format!("user {} exists", request.name),
+                )
             } else {
                 e.into()
             }
@@ -152,16 +155,16 @@ async fn update_user(
     caller.require_role(Role::Admin)?;
     let Body(request) = request?;
     if request.disabled == Some(true) && name == caller.name {
-        return Err(ApiError::conflict(
-            "cannot_disable_self",
+        return Err(ApiError::new(
+            ErrorCode::CannotDisableSelf,
             "an admin cannot disable their own account",
         ));
     }
     let now = state.now();
     if let Some(emails) = &request.git_emails {
         if let Some(bad) = emails.iter().find(|e| !e.contains('@')) {
-            return Err(ApiError::bad_request(
-                "invalid_git_email",
+            return Err(ApiError::new(
+                ErrorCode::InvalidGitEmail,
                 format!("git email {bad:?} is not an email address"),
             ));
         }

@@ -19,7 +19,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::model::{Role, Scope};
 use crate::store::{StoreError, hash_token};
 
@@ -91,16 +91,16 @@ impl JwtKeys {
         validation.validate_exp = false;
         validation.required_spec_claims = ["exp", "sub"].iter().map(|s| (*s).to_owned()).collect();
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .map_err(|_| ApiError::unauthorized("invalid_token", "the access token is invalid"))?;
+            .map_err(|_| ApiError::new(ErrorCode::InvalidToken, "the access token is invalid"))?;
         if data.claims.typ != "access" {
-            return Err(ApiError::unauthorized(
-                "invalid_token",
+            return Err(ApiError::new(
+                ErrorCode::InvalidToken,
                 "the access token is invalid",
             ));
         }
         if data.claims.exp <= now.timestamp() {
-            return Err(ApiError::unauthorized(
-                "token_expired",
+            return Err(ApiError::new(
+                ErrorCode::TokenExpired,
                 "the access token expired; refresh it",
             ));
         }
@@ -176,8 +176,8 @@ impl Caller {
         if self.has_role(role) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(
-                "forbidden",
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
                 format!("this needs the {role} role"),
             ))
         }
@@ -188,8 +188,8 @@ impl Caller {
         if self.has_scope(scope) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(
-                "forbidden",
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
                 format!("this needs the {scope} scope"),
             ))
         }
@@ -200,8 +200,8 @@ impl Caller {
         if self.has_role(role) || self.has_scope(scope) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(
-                "forbidden",
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
                 format!("this needs the {role} role or an API key with the {scope} scope"),
             ))
         }
@@ -218,27 +218,27 @@ fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>, ApiError> {
     if let Some(value) = headers.get("x-api-key") {
         let key = value
             .to_str()
-            .map_err(|_| ApiError::unauthorized("invalid_api_key", "the API key is invalid"))?;
+            .map_err(|_| ApiError::new(ErrorCode::InvalidApiKey, "the API key is invalid"))?;
         return Ok(Some(Credential::ApiKey(key.trim())));
     }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
     let text = value.to_str().map_err(|_| {
-        ApiError::unauthorized(
-            "invalid_authorization",
+        ApiError::new(
+            ErrorCode::InvalidAuthorization,
             "the Authorization header is invalid",
         )
     })?;
     let Some((scheme, token)) = text.trim().split_once(' ') else {
-        return Err(ApiError::unauthorized(
-            "invalid_authorization",
+        return Err(ApiError::new(
+            ErrorCode::InvalidAuthorization,
             "expected `Authorization: Bearer TOKEN`",
         ));
     };
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::unauthorized(
-            "invalid_authorization",
+        return Err(ApiError::new(
+            ErrorCode::InvalidAuthorization,
             "expected `Authorization: Bearer TOKEN`",
         ));
     }
@@ -263,8 +263,8 @@ impl FromRequestParts<AppState> for Caller {
         let now = state.now();
         let caller = match credential(&parts.headers)? {
             None => {
-                return Err(ApiError::unauthorized(
-                    "unauthenticated",
+                return Err(ApiError::new(
+                    ErrorCode::Unauthenticated,
                     "sign in first: send `Authorization: Bearer TOKEN` or `X-Api-Key`",
                 ));
             }
@@ -273,16 +273,16 @@ impl FromRequestParts<AppState> for Caller {
                 let user = match state.store().get_user(claims.uid).await {
                     Ok(user) => user,
                     Err(StoreError::NotFound { .. }) => {
-                        return Err(ApiError::unauthorized(
-                            "invalid_token",
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidToken,
                             "the access token is invalid",
                         ));
                     }
                     Err(e) => return Err(e.into()),
                 };
                 if user.disabled || user.name != claims.sub {
-                    return Err(ApiError::unauthorized(
-                        "invalid_token",
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidToken,
                         "the access token is invalid",
                     ));
                 }
@@ -295,8 +295,7 @@ impl FromRequestParts<AppState> for Caller {
                 }
             }
             Some(Credential::ApiKey(key)) => {
-                let invalid =
-                    || ApiError::unauthorized("invalid_api_key", "the API key is invalid");
+                let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "the API key is invalid");
                 if !key.starts_with(API_KEY_PREFIX) {
                     return Err(invalid());
                 }
@@ -343,7 +342,7 @@ mod tests {
         let err = keys
             .verify(&token, t0() + Duration::minutes(15))
             .unwrap_err();
-        assert_eq!(err.code, "token_expired");
+        assert_eq!(err.code, ErrorCode::TokenExpired);
     }
 
     #[test]
@@ -351,7 +350,10 @@ mod tests {
         let ours = JwtKeys::from_secret(&[7u8; 32]);
         let theirs = JwtKeys::from_secret(&[8u8; 32]);
         let token = theirs.issue("ana", 1, t0(), Duration::minutes(15)).unwrap();
-        assert_eq!(ours.verify(&token, t0()).unwrap_err().code, "invalid_token");
+        assert_eq!(
+            ours.verify(&token, t0()).unwrap_err().code,
+            ErrorCode::InvalidToken
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::session::Body;
 use crate::declarations::{self, PROMPT_VERSION, Request, TranslateError, output::sha256_hex};
 use crate::model::{Role, Scope};
@@ -131,8 +131,7 @@ async fn create_declaration(
     }
     let Some(model) = state.control().model() else {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_model",
+            ErrorCode::NoModel,
             "no model is configured: set [llm] model and base_url (MYCOPOD_LLM_MODEL, \
              MYCOPOD_LLM_BASE_URL) and restart",
         ));
@@ -192,8 +191,7 @@ async fn create_declaration(
                 .insert_declaration_request(&record, now)
                 .await?;
             Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "translation_invalid",
+                ErrorCode::TranslationInvalid,
                 record.error.clone().unwrap_or_default(),
             )
             .with_details(json!({
@@ -210,10 +208,8 @@ async fn create_declaration(
                 .store()
                 .insert_declaration_request(&record, now)
                 .await?;
-            Err(
-                ApiError::new(StatusCode::BAD_GATEWAY, "model_failed", message)
-                    .with_details(json!({"id": stored.id})),
-            )
+            Err(ApiError::new(ErrorCode::ModelFailed, message)
+                .with_details(json!({"id": stored.id})))
         }
     }
 }

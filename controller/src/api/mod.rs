@@ -63,7 +63,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::{Caller, CallerKind};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use limits::{RateLimit, RateLimits};
 pub use session::Body;
 

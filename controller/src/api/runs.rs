@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{Caller, CallerKind};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::session::Body;
 use crate::control::TriggerRequest;
 use crate::model::{Decision, Role, RunStatus, Scope, Trigger};
@@ -82,7 +82,7 @@ async fn list_runs(
     caller.require_any(Role::Viewer, Scope::Read)?;
     let Query(query) = query?;
     let bad = |field: &str, e: &dyn std::fmt::Display| {
-        ApiError::bad_request("bad_query", e.to_string())
+        ApiError::new(ErrorCode::BadQuery, e.to_string())
             .with_details(json!({"fields": {field: e.to_string()}}))
     };
     let filter = RunFilter {
@@ -207,8 +207,8 @@ fn spec_role(role: Role) -> mycopod_specs::kinds::Role {
 /// The caller's role if it may approve or reject at all: a user, operator or above.
 fn may_decide(caller: &Caller) -> Result<Role, ApiError> {
     let CallerKind::User { role, .. } = caller.kind else {
-        return Err(ApiError::forbidden(
-            "forbidden",
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
             "API keys cannot approve or reject runs; sign in as a user",
         ));
     };
@@ -226,8 +226,8 @@ async fn decide(
     let role = may_decide(caller)?;
     let run = state.store().get_run(id).await?;
     if run.status != RunStatus::AwaitingApproval {
-        return Err(ApiError::conflict(
-            "run_not_waiting",
+        return Err(ApiError::new(
+            ErrorCode::RunNotWaiting,
             format!("run {id} is {}, not awaiting approval", run.status),
         )
         .with_details(json!({"status": run.status})));
@@ -253,16 +253,18 @@ async fn decide(
         ) {
             return Err(match &refusal {
                 Refusal::StaleHash { current, given } => {
-                    ApiError::conflict("stale_plan_hash", refusal.to_string())
+                    ApiError::new(ErrorCode::StalePlanHash, refusal.to_string())
                         .with_details(json!({"current": current, "given": given}))
                 }
-                Refusal::Expired { at } => ApiError::conflict("run_expired", refusal.to_string())
-                    .with_details(json!({"expired_at": at})),
+                Refusal::Expired { at } => {
+                    ApiError::new(ErrorCode::RunExpired, refusal.to_string())
+                        .with_details(json!({"expired_at": at}))
+                }
                 Refusal::RoleNotAllowed { .. } => {
-                    ApiError::forbidden("role_not_allowed", refusal.to_string())
+                    ApiError::new(ErrorCode::RoleNotAllowed, refusal.to_string())
                 }
                 Refusal::SelfApproval { .. } | Refusal::OwnCommit { .. } => {
-                    ApiError::forbidden("self_approval_forbidden", refusal.to_string())
+                    ApiError::new(ErrorCode::SelfApprovalForbidden, refusal.to_string())
                 }
             });
         }
@@ -361,8 +363,7 @@ async fn reconcile(State(state): State<AppState>, caller: Caller) -> Result<Resp
     });
     if !sent {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "loop_unavailable",
+            ErrorCode::LoopUnavailable,
             "the reconcile loop is not running",
         ));
     }

@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Caller, CallerKind, random_hex};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::{AppState, limits};
 use crate::model::{Role, Scope};
 use crate::store::{RotateOutcome, StoreError, User, hash_token, verify_password};
@@ -147,7 +147,7 @@ async fn login(
 ) -> Result<Response, ApiError> {
     let now = state.now();
     let auth = &state.settings().auth;
-    let wrong = || ApiError::unauthorized("invalid_credentials", "wrong user name or password");
+    let wrong = || ApiError::new(ErrorCode::InvalidCredentials, "wrong user name or password");
     let user = match state.store().get_user_by_name(&request.username).await {
         Ok(user) => user,
         Err(StoreError::NotFound { .. }) => {
@@ -163,8 +163,8 @@ async fn login(
         let seconds = user
             .locked_until
             .map_or(0, |t| (t - now).num_seconds().max(1));
-        return Err(ApiError::forbidden(
-            "account_locked",
+        return Err(ApiError::new(
+            ErrorCode::AccountLocked,
             "too many failed logins; the account is locked for now",
         )
         .with_details(json!({"locked_until": user.locked_until}))
@@ -186,8 +186,8 @@ async fn login(
         return Err(wrong());
     }
     if user.disabled {
-        return Err(ApiError::forbidden(
-            "account_disabled",
+        return Err(ApiError::new(
+            ErrorCode::AccountDisabled,
             "this account is disabled",
         ));
     }
@@ -270,8 +270,8 @@ fn refresh_token_of(headers: &HeaderMap, body: Option<RefreshRequest>) -> Result
         return Ok(token);
     }
     let Some(token) = cookie(headers, REFRESH_COOKIE) else {
-        return Err(ApiError::unauthorized(
-            "missing_refresh_token",
+        return Err(ApiError::new(
+            ErrorCode::MissingRefreshToken,
             "send refresh_token in the body or the mycopod_refresh cookie",
         ));
     };
@@ -281,8 +281,8 @@ fn refresh_token_of(headers: &HeaderMap, body: Option<RefreshRequest>) -> Result
         (Some(c), Some(h)) if !c.is_empty() && constant_time_eq(c.as_bytes(), h.as_bytes()) => {
             Ok(token.to_owned())
         }
-        _ => Err(ApiError::forbidden(
-            "csrf_check_failed",
+        _ => Err(ApiError::new(
+            ErrorCode::CsrfCheckFailed,
             "with the refresh cookie, X-CSRF-Token must equal the mycopod_csrf cookie",
         )),
     }
@@ -295,18 +295,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// An optional JSON body: absent or empty is `None`.
 async fn optional_body(request: Request) -> Result<(HeaderMap, Option<RefreshRequest>), ApiError> {
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "body too large",
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, "body too large"))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok((parts.headers, None));
     }
     let body: RefreshRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("invalid body: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("invalid body: {e}")))?;
     Ok((parts.headers, Some(body)))
 }
 
@@ -326,8 +322,8 @@ async fn refresh(State(state): State<AppState>, request: Request) -> Result<Resp
     let new = random_hex(32);
     let expires = now + auth.refresh_ttl;
     let invalid = || {
-        ApiError::unauthorized(
-            "invalid_refresh_token",
+        ApiError::new(
+            ErrorCode::InvalidRefreshToken,
             "the refresh token is invalid or expired",
         )
     };
@@ -349,8 +345,8 @@ async fn refresh(State(state): State<AppState>, request: Request) -> Result<Resp
                 user_id,
                 "a rotated refresh token was reused; its family is revoked"
             );
-            Err(ApiError::unauthorized(
-                "refresh_token_reused",
+            Err(ApiError::new(
+                ErrorCode::RefreshTokenReused,
                 "this refresh token was already used; every session from that sign-in is revoked",
             ))
         }

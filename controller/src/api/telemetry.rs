@@ -15,7 +15,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::limits;
 use crate::model::{AlertState, Role, Scope};
 use crate::store::Reading;
@@ -148,21 +148,20 @@ async fn ingest_readings(
     caller.require_scope(Scope::Ingest)?;
     let body = body?;
     let parsed: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("bad_body", format!("the body is not JSON: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::BadBody, format!("the body is not JSON: {e}")))?;
     let items = match parsed {
         Value::Array(items) => items,
         item @ Value::Object(_) => vec![item],
         _ => {
-            return Err(ApiError::bad_request(
-                "bad_body",
+            return Err(ApiError::new(
+                ErrorCode::BadBody,
                 "send one reading object or an array of them",
             ));
         }
     };
     if items.len() > MAX_INGEST_ITEMS {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
+            ErrorCode::BatchTooLarge,
             format!(
                 "{} items; at most {MAX_INGEST_ITEMS} per request",
                 items.len()
@@ -247,7 +246,7 @@ fn parse_time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>,
             DateTime::parse_from_rfc3339(s)
                 .map(|t| t.with_timezone(&Utc))
                 .map_err(|e| {
-                    ApiError::bad_request("bad_query", format!("{field}: {e}"))
+                    ApiError::new(ErrorCode::BadQuery, format!("{field}: {e}"))
                         .with_details(json!({"fields": {field: "an RFC 3339 time"}}))
                 })
         })
@@ -261,7 +260,7 @@ fn range(
     let to = parse_time("to", query.to.as_deref())?.unwrap_or(now);
     let from = parse_time("from", query.from.as_deref())?.unwrap_or(to - chrono::Duration::days(1));
     if from > to {
-        return Err(ApiError::bad_request("bad_query", "from is after to"));
+        return Err(ApiError::new(ErrorCode::BadQuery, "from is after to"));
     }
     Ok((from, to))
 }
@@ -342,21 +341,21 @@ async fn summarize_readings(
     let (from, to) = range(&query, state.now())?;
     let text = query.bucket.as_deref().unwrap_or("1h");
     let bucket: mycopod_specs::values::Duration = text.parse().map_err(|e| {
-        ApiError::bad_request("bad_query", format!("bucket: {e}"))
+        ApiError::new(ErrorCode::BadQuery, format!("bucket: {e}"))
             .with_details(json!({"fields": {"bucket": "a duration such as 1m, 1h or 1d"}}))
     })?;
     let bucket = bucket.as_std();
     if bucket < std::time::Duration::from_secs(1) {
-        return Err(ApiError::bad_request(
-            "bad_query",
+        return Err(ApiError::new(
+            ErrorCode::BadQuery,
             "bucket must be at least 1s",
         ));
     }
     let span = (to - from).num_seconds();
     let secs = i64::try_from(bucket.as_secs()).unwrap_or(i64::MAX).max(1);
     if span / secs > MAX_BUCKETS {
-        return Err(ApiError::bad_request(
-            "bad_query",
+        return Err(ApiError::new(
+            ErrorCode::BadQuery,
             format!("more than {MAX_BUCKETS} buckets: use a longer bucket or a shorter range"),
         ));
     }
@@ -404,7 +403,7 @@ async fn list_alerts(
         .map(str::parse::<AlertState>)
         .transpose()
         .map_err(|e| {
-            ApiError::bad_request("bad_query", e.to_string())
+            ApiError::new(ErrorCode::BadQuery, e.to_string())
                 .with_details(json!({"fields": {"state": "pending, firing or resolved"}}))
         })?;
     let alerts = state
@@ -436,8 +435,8 @@ async fn ack_alert(
     if !store.ack_alert(id, &caller.name, state.now()).await? {
         // Not found answers 404 through the store error; otherwise it was acknowledged before.
         let alert = store.get_alert(id).await?;
-        return Err(ApiError::conflict(
-            "already_acknowledged",
+        return Err(ApiError::new(
+            ErrorCode::AlreadyAcknowledged,
             format!(
                 "alert {id} was acknowledged by {}",
                 alert.acknowledged_by.unwrap_or_default()

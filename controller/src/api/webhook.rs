@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::{AppState, limits};
 use crate::control::TriggerRequest;
 use crate::model::Trigger;
@@ -67,8 +67,8 @@ async fn github(
         .unwrap_or("");
     if !verify_sha256(secret, &body, signature) {
         tracing::warn!("github webhook with a missing or wrong signature refused");
-        return Err(ApiError::unauthorized(
-            "bad_signature",
+        return Err(ApiError::new(
+            ErrorCode::BadSignature,
             "missing or wrong X-Hub-Signature-256",
         ));
     }
@@ -77,7 +77,10 @@ async fn github(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let parsed = parse_webhook(event, &body).map_err(|e| {
-        ApiError::bad_request("bad_payload", format!("unreadable {event} payload: {e}"))
+        ApiError::new(
+            ErrorCode::BadPayload,
+            format!("unreadable {event} payload: {e}"),
+        )
     })?;
     match parsed {
         WebhookEvent::Ping => Ok(Json(WebhookAnswer { status: "pong" }).into_response()),
@@ -93,8 +96,7 @@ async fn github(
             });
             if !sent {
                 return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "loop_unavailable",
+                    ErrorCode::LoopUnavailable,
                     "the reconcile loop is not running",
                 ));
             }
