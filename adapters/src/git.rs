@@ -253,11 +253,6 @@ impl GitSource {
         strip_credentials(&self.remote)
     }
 
-    /// The bare cache repository of this remote.
-    pub fn cache_path(&self) -> &Path {
-        &self.cache
-    }
-
     /// Fetches the remote's branches and tags into the cache (incrementally) and resolves
     /// `reference` (a branch, a tag, or a full commit id) to a commit.
     #[tracing::instrument(skip(self), fields(remote = %self.display_remote()))]

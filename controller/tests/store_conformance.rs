@@ -11,8 +11,8 @@ use mycopod::model::{
     ActionStatus, AlertState, ConfigKind, Decision, DeliveryStatus, Role, RunStatus, Scope, Trigger,
 };
 use mycopod::store::{
-    ActionUpdate, NewAction, NewAuditEntry, NewDeclaration, NewDelivery, NewRun, Reading,
-    RotateOutcome, RunFilter, Store, StoreError, hash_password, hash_token, verify_password,
+    ActionUpdate, NewAction, NewAuditEntry, NewDelivery, NewRun, Reading, RotateOutcome, RunFilter,
+    Store, StoreError, hash_password, hash_token, verify_password,
 };
 use serde_json::json;
 use store_support::{at, t0};
@@ -747,35 +747,7 @@ async fn api_keys_should_be_found_by_hash_until_revoked(store: Store, _url: Stri
     assert_eq!(all[0].revoked_at, Some(at(6)));
 }
 
-async fn declarations_and_config_objects_should_upsert_and_remove(store: Store, _url: String) {
-    let mut d = NewDeclaration {
-        name: "keep-warm".to_owned(),
-        commit_sha: "c1".to_owned(),
-        text: "keep the greenhouse above 10 degrees".to_owned(),
-        generated_yaml: None,
-        model: None,
-        status: "pending".to_owned(),
-        error: None,
-    };
-    store.upsert_declaration(&d, at(0)).await.unwrap();
-    d.status = "translated".to_owned();
-    d.generated_yaml = Some("kind: AlertRule\n".to_owned());
-    d.model = Some("llama3".to_owned());
-    store.upsert_declaration(&d, at(1)).await.unwrap();
-    let got = store.get_declaration("keep-warm").await.unwrap();
-    assert_eq!(got.status, "translated");
-    assert_eq!(got.generated_yaml.as_deref(), Some("kind: AlertRule\n"));
-    assert_eq!(got.updated_at, at(1));
-    assert_eq!(store.list_declarations().await.unwrap().len(), 1);
-    assert!(store.remove_declaration("keep-warm").await.unwrap());
-    assert!(
-        store
-            .get_declaration("keep-warm")
-            .await
-            .unwrap_err()
-            .is_not_found()
-    );
-
+async fn config_objects_should_upsert_and_remove(store: Store, _url: String) {
     let spec = json!({"device": "fm-1", "register": "flow_rate", "condition": {"below": 2.0}});
     store
         .upsert_config_object(ConfigKind::AlertRule, "low-flow", &spec, "h1", "c1", at(0))
@@ -1739,7 +1711,7 @@ on_both_backends!(
     users_should_lock_after_failures_and_unlock_later,
     refresh_tokens_should_rotate_and_revoke_the_family_on_reuse,
     api_keys_should_be_found_by_hash_until_revoked,
-    declarations_and_config_objects_should_upsert_and_remove,
+    config_objects_should_upsert_and_remove,
     settings_should_be_overwritten,
     owned_keys_should_be_recorded_per_guest_replaced_and_forgotten,
     a_lease_should_have_one_holder_until_it_expires,

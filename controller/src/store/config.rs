@@ -1,8 +1,7 @@
-//! Database-held configuration and controller bookkeeping: declarations (natural-language
-//! specs and their translations), the configuration kinds runs reconcile into the database
-//! (alert rules, notification channels, handshake policies), settings, and leadership (a lease
-//! row on any backend, an advisory lock on PostgreSQL). Callers decide what to store; this
-//! module does not interpret specs.
+//! Database-held configuration and controller bookkeeping: the configuration kinds runs
+//! reconcile into the database (alert rules, notification channels, handshake policies),
+//! settings, and leadership (a lease row on any backend, an advisory lock on PostgreSQL).
+//! Callers decide what to store; this module does not interpret specs.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -10,48 +9,8 @@ use serde_json::Value;
 use sqlx::Connection;
 
 use super::codec::db_time;
-use super::{Backend, Result, Store, StoreError, db_err, on_pool};
+use super::{Backend, Result, Store, db_err, on_pool};
 use crate::model::ConfigKind;
-
-/// A declaration to store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewDeclaration {
-    /// The Declaration's metadata name.
-    pub name: String,
-    /// The commit it came from.
-    pub commit_sha: String,
-    /// The natural-language text.
-    pub text: String,
-    /// YAML generated from it, if translated.
-    pub generated_yaml: Option<String>,
-    /// The model that translated it.
-    pub model: Option<String>,
-    /// `pending`, `translated`, `invalid`, `applied`, ...
-    pub status: String,
-    /// Why translation or validation failed.
-    pub error: Option<String>,
-}
-
-/// A stored declaration.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
-pub struct Declaration {
-    /// Name.
-    pub name: String,
-    /// Commit.
-    pub commit_sha: String,
-    /// Text.
-    pub text: String,
-    /// Generated YAML.
-    pub generated_yaml: Option<String>,
-    /// Translating model.
-    pub model: Option<String>,
-    /// Status.
-    pub status: String,
-    /// Error.
-    pub error: Option<String>,
-    /// Last changed.
-    pub updated_at: DateTime<Utc>,
-}
 
 /// A configuration object held in the database (the current spec of one alert rule,
 /// notification channel or handshake policy).
@@ -119,73 +78,6 @@ impl LeaderLock {
 }
 
 impl Store {
-    /// Inserts or replaces a declaration.
-    pub async fn upsert_declaration(&self, d: &NewDeclaration, now: DateTime<Utc>) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO declarations (name, commit_sha, text, generated_yaml, model, status, \
-                 error, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (name) DO UPDATE SET commit_sha = excluded.commit_sha, \
-                 text = excluded.text, generated_yaml = excluded.generated_yaml, \
-                 model = excluded.model, status = excluded.status, error = excluded.error, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(&d.name)
-            .bind(&d.commit_sha)
-            .bind(&d.text)
-            .bind(&d.generated_yaml)
-            .bind(&d.model)
-            .bind(&d.status)
-            .bind(&d.error)
-            .bind(db_time(now))
-            .execute(pool)
-            .await
-            .map_err(db_err("upsert declaration"))?;
-            Ok(())
-        })
-    }
-
-    /// Reads a declaration by name.
-    pub async fn get_declaration(&self, name: &str) -> Result<Declaration> {
-        on_pool!(self, pool => {
-            sqlx::query_as::<_, Declaration>(
-                "SELECT name, commit_sha, text, generated_yaml, model, status, error, updated_at \
-                 FROM declarations WHERE name = $1",
-            )
-            .bind(name)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_err("get declaration"))?
-            .ok_or_else(|| StoreError::not_found("declaration", name))
-        })
-    }
-
-    /// Every declaration, by name.
-    pub async fn list_declarations(&self) -> Result<Vec<Declaration>> {
-        on_pool!(self, pool => {
-            sqlx::query_as::<_, Declaration>(
-                "SELECT name, commit_sha, text, generated_yaml, model, status, error, updated_at \
-                 FROM declarations ORDER BY name",
-            )
-            .fetch_all(pool)
-            .await
-            .map_err(db_err("list declarations"))
-        })
-    }
-
-    /// Removes a declaration; returns whether it existed.
-    pub async fn remove_declaration(&self, name: &str) -> Result<bool> {
-        on_pool!(self, pool => {
-            Ok(sqlx::query("DELETE FROM declarations WHERE name = $1")
-                .bind(name)
-                .execute(pool)
-                .await
-                .map_err(db_err("remove declaration"))?
-                .rows_affected()
-                == 1)
-        })
-    }
-
     /// Inserts or replaces the current spec of a configuration object.
     pub async fn upsert_config_object(
         &self,

@@ -40,7 +40,7 @@ use crate::events::EventBus;
 pub use audit::{
     AuditEntry, AuditPage, GENESIS_HASH, NewAuditEntry, VerifyFailure, VerifyReport, entry_hash,
 };
-pub use config::{ConfigObject, Declaration, Fence, LeaderLock, NewDeclaration};
+pub use config::{ConfigObject, Fence, LeaderLock};
 pub use error::StoreError;
 pub use readings::ReadingRow;
 pub use runs::{
