@@ -262,6 +262,44 @@ fn encode_bool(reg: &RegisterDef, value: &Value) -> Result<Vec<u16>, CodecError>
     }])
 }
 
+/// The value the register will actually hold after writing `value` (scaled integers rounded,
+/// floats at f32 precision, text padded); `None` when the value cannot be written at all.
+pub fn normalize(def: &RegisterDef, value: &Value) -> Option<Value> {
+    if def.table.is_bits() {
+        return encode(def, value)
+            .ok()
+            .map(|w| Value::Bool(w.first().is_some_and(|x| *x != 0)));
+    }
+    let words = encode(def, value).ok()?;
+    decode(def, &words).ok()
+}
+
+/// Whether the register `def`, observed at `observed`, fails to hold `desired`: the desired
+/// value is first brought to what the register can hold (an f32 setpoint of 0.1 is compared
+/// at f32 precision), then compared within the register's tolerance. A value the register
+/// cannot hold at all always differs. Pure, for planners.
+#[must_use]
+pub fn register_differs(def: &RegisterDef, desired: &Value, observed: &Value) -> bool {
+    match normalize(def, desired) {
+        Some(d) => differs(&d, observed, def.tolerance),
+        None => true,
+    }
+}
+
+/// Whether `observed` fails to match `desired`: numbers (booleans as 0/1) differ when further
+/// apart than `tolerance`; text compares exactly; a number never matches text.
+#[must_use]
+pub fn differs(desired: &Value, observed: &Value, tolerance: f64) -> bool {
+    match (desired, observed) {
+        (Value::Text(a), Value::Text(b)) => a != b,
+        (Value::Int(a), Value::Int(b)) if tolerance == 0.0 => a != b,
+        _ => match (desired.as_f64(), observed.as_f64()) {
+            (Some(a), Some(b)) => (a - b).abs() > tolerance || a.is_nan() != b.is_nan(),
+            _ => true,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::float_cmp)]
@@ -514,5 +552,20 @@ mod tests {
             let words = encode(&r, &v).unwrap();
             proptest::prop_assert_eq!(decode(&r, &words).unwrap(), v);
         }
+    }
+
+    #[test]
+    fn differs_should_use_the_tolerance_for_numbers_only() {
+        assert!(!differs(&Value::Float(0.75), &Value::Float(0.7505), 0.001));
+        assert!(differs(&Value::Float(0.75), &Value::Float(0.752), 0.001));
+        assert!(!differs(&Value::Int(3), &Value::Float(3.0), 0.0));
+        assert!(differs(&Value::Int(3), &Value::Int(4), 0.0));
+        assert!(!differs(&Value::Bool(true), &Value::Int(1), 0.0));
+        assert!(differs(
+            &Value::Text("a".into()),
+            &Value::Text("b".into()),
+            10.0
+        ));
+        assert!(differs(&Value::Text("1".into()), &Value::Int(1), 10.0));
     }
 }

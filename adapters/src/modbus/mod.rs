@@ -42,8 +42,8 @@ pub mod waveform;
 use std::fmt;
 use std::time::Duration;
 
-pub use client::{ClientOptions, ModbusClient, differs, read_many};
-pub use codec::{decode, decode_bit, encode};
+pub use client::{ClientOptions, ModbusClient, read_many};
+pub use codec::{decode, decode_bit, differs, encode, register_differs};
 pub use error::{CodecError, ErrorClass, Exception, ModbusError, PlanError, RequestError};
 pub use plan::{ReadRequest, plan_reads};
 pub use sim::{Fault, SimDevice, SimError, Simulator};

@@ -1,11 +1,11 @@
 //! Planning Modbus setpoints: one `write` per reachable device whose setpoint registers are
 //! outside their tolerance.
 //!
-//! Pure. Comparison is the adapter's (`register_differs`): the desired value is first brought
-//! to what the register can hold, so an f32 setpoint never differs forever.
+//! Pure. Comparison is the register codec's (`codec::register_differs`): the desired value is
+//! brought to what the register can hold, so an f32 setpoint never differs forever.
 
 use mycopod_adapters::modbus::Value;
-use mycopod_adapters::modbus::client::register_differs;
+use mycopod_adapters::modbus::codec::register_differs;
 use mycopod_adapters::modbus::translate::{register_def, setpoint_value};
 use mycopod_specs::DesiredState;
 use mycopod_specs::kinds::Mode;
