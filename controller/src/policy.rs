@@ -334,6 +334,35 @@ pub fn stored_policies(
     (policies, unreadable)
 }
 
+/// Everyone who had a hand in the commits a run covers, as recorded with it: author and
+/// committer emails of every covered commit, and the webhook's pusher. Lower-case.
+pub fn run_authors(plan_document: &serde_json::Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Some(commits) = plan_document.get("commits").and_then(|c| c.as_array()) {
+        for c in commits {
+            for field in ["author_email", "committer_email"] {
+                if let Some(e) = c.get(field).and_then(|v| v.as_str())
+                    && !e.trim().is_empty()
+                {
+                    out.insert(e.trim().to_lowercase());
+                }
+            }
+        }
+    }
+    if let Some(p) = plan_document.get("pusher").and_then(|v| v.as_str())
+        && !p.trim().is_empty()
+    {
+        out.insert(p.trim().to_lowercase());
+    }
+    out
+}
+
+/// The approval requirement stored with a run by the reconcile step, if any (runs recorded before
+/// it was stored, and invalid runs, have none).
+pub fn stored_requirement(plan_document: &serde_json::Value) -> Option<Requirement> {
+    serde_json::from_value(plan_document.get("requirement")?.clone()).ok()
+}
+
 /// One person's decision on a run, as the API receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionRequest<'a> {

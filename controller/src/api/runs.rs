@@ -26,8 +26,9 @@ use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::session::Body;
 use crate::control::TriggerRequest;
 use crate::model::{Decision, Role, RunStatus, Scope, Trigger};
-use crate::policy::{DecisionRequest, Refusal, Requirement, check_decision};
-use crate::reconcile::run::{run_authors, stored_requirement};
+use crate::policy::{
+    DecisionRequest, Refusal, Requirement, check_decision, run_authors, stored_requirement,
+};
 use crate::store::{RunFilter, RunPage};
 
 pub(super) fn routes(_state: &AppState) -> OpenApiRouter<AppState> {

@@ -19,6 +19,7 @@ use crate::model::{ActionStatus, RunStatus, Trigger};
 use crate::plan::{Action, Options, Planned, plan};
 use crate::policy::{
     NamedPolicy, Requirement, expires_at, requirements_for_plan, run_requirement, stored_policies,
+    stored_requirement,
 };
 use crate::store::{ActionUpdate, Fence, NewAction, NewRun, RunSummary, Store, StoreError};
 use mycopod_adapters::backoff::Backoff;
@@ -435,35 +436,6 @@ fn run_document(
         "commits": settings.commits,
         "pusher": settings.pusher,
     })
-}
-
-/// Everyone who had a hand in the commits a run covers, as recorded with it: author and
-/// committer emails of every covered commit, and the webhook's pusher. Lower-case.
-pub fn run_authors(plan_document: &serde_json::Value) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    if let Some(commits) = plan_document.get("commits").and_then(|c| c.as_array()) {
-        for c in commits {
-            for field in ["author_email", "committer_email"] {
-                if let Some(e) = c.get(field).and_then(|v| v.as_str())
-                    && !e.trim().is_empty()
-                {
-                    out.insert(e.trim().to_lowercase());
-                }
-            }
-        }
-    }
-    if let Some(p) = plan_document.get("pusher").and_then(|v| v.as_str())
-        && !p.trim().is_empty()
-    {
-        out.insert(p.trim().to_lowercase());
-    }
-    out
-}
-
-/// The approval requirement stored with a run by [`reconcile`], if any (runs recorded before
-/// it was stored, and invalid runs, have none).
-pub fn stored_requirement(plan_document: &serde_json::Value) -> Option<Requirement> {
-    serde_json::from_value(plan_document.get("requirement")?.clone()).ok()
 }
 
 /// The policies that govern a new plan of `scope`: those held in the database (the last
