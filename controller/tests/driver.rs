@@ -454,10 +454,11 @@ async fn a_replica_whose_lease_was_taken_mid_apply_should_write_and_apply_nothin
         });
         let running = loop {
             let actions = rig.store.list_actions(run_id).await.unwrap();
-            if let Some(a) = actions
-                .iter()
-                .find(|a| a.status == mycopod::model::ActionStatus::Running)
-            {
+            // The database-held configuration is applied first and may be caught running
+            // for a moment; wait for the slow guest create.
+            if let Some(a) = actions.iter().find(|a| {
+                a.status == mycopod::model::ActionStatus::Running && a.key.starts_with("Guest/")
+            }) {
                 break a.key.clone();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
