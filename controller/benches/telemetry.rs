@@ -21,7 +21,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use chrono::Utc;
 use mycopod::api::{ApiSettings, AppState, Clock, RateLimit, app};
-use mycopod::control::{Control, Snapshot};
+use mycopod::control::Control;
+use mycopod::desired::Snapshot;
 use mycopod::model::Scope;
 use mycopod::store::{Store, hash_token};
 use mycopod::telemetry::{DeviceClients, TelemetrySettings};
@@ -172,7 +173,8 @@ async fn bench_polling(dir: &tempfile::TempDir) {
     let shutdown = CancellationToken::new();
     let handle = mycopod::telemetry::spawn(
         store.clone(),
-        &control,
+        control.desired(),
+        control.sample_slot(),
         DeviceClients::new(),
         settings,
         shutdown.clone(),

@@ -1,8 +1,8 @@
 //! The handle that ties the running parts of `mycopod serve` together without globals: the
 //! HTTP API asks the reconcile loop for a reconcile through it, reads the controller's status
 //! and the sync state of every declared resource from it, and the telemetry tasks follow the
-//! desired state the loop last loaded and hand the API the way to their alert evaluator
-//! (pushed readings are evaluated like polled ones).
+//! desired state the loop last loaded (a `watch` of it) and fill its slot for the way to
+//! their alert evaluator (pushed readings are evaluated like polled ones).
 //!
 //! It holds plain data behind locks and channels; it does no I/O and makes no decisions.
 
@@ -10,13 +10,14 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use mycopod_adapters::llm::LlmClient;
-use mycopod_specs::{DesiredState, Loaded};
+use mycopod_specs::Loaded;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+use crate::desired::Snapshot;
 use crate::events::{Event, EventBus};
 use crate::model::Trigger;
-use crate::telemetry::Sample;
+use crate::telemetry::{Sample, SampleFeed};
 
 /// A request for a reconcile, from the API (manual, webhook) or the loop's own timers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,17 +28,6 @@ pub struct TriggerRequest {
     pub requested_by: Option<String>,
     /// Who pushed, from a signed GitHub webhook (compared with approvers).
     pub pusher: Option<String>,
-}
-
-/// The desired state of the last commit that validated, as the loop loaded it.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// The commit the declarations come from.
-    pub commit: String,
-    /// The checked declarations.
-    pub desired: Arc<DesiredState>,
-    /// When the loop loaded it.
-    pub loaded_at: DateTime<Utc>,
 }
 
 /// How a declared resource compares with what was observed at the last reconcile.
@@ -134,7 +124,7 @@ struct Inner {
     desired: watch::Sender<Option<Arc<Snapshot>>>,
     files: RwLock<Option<Arc<Loaded>>>,
     model: RwLock<Option<LlmClient>>,
-    samples: RwLock<Option<mpsc::Sender<Arc<Sample>>>>,
+    samples: SampleFeed,
     events: EventBus,
 }
 
@@ -154,7 +144,7 @@ impl Control {
                 desired,
                 files: RwLock::new(None),
                 model: RwLock::new(None),
-                samples: RwLock::new(None),
+                samples: SampleFeed::default(),
                 events,
             }),
         };
@@ -235,19 +225,13 @@ impl Control {
     /// Where samples that did not come from a poller (pushed readings) go to be evaluated
     /// for alerts: the running telemetry's evaluator, if telemetry runs.
     pub fn sample_feed(&self) -> Option<mpsc::Sender<Arc<Sample>>> {
-        match self.inner.samples.read() {
-            Ok(feed) => feed.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.inner.samples.sender()
     }
 
-    /// Sets (telemetry starting) or clears (telemetry stopping) the [`Control::sample_feed`].
-    pub fn set_sample_feed(&self, feed: Option<mpsc::Sender<Arc<Sample>>>) {
-        let mut slot = match self.inner.samples.write() {
-            Ok(slot) => slot,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *slot = feed;
+    /// The slot telemetry fills with its evaluator's sender while it runs (give it to
+    /// `telemetry::spawn`).
+    pub fn sample_slot(&self) -> SampleFeed {
+        self.inner.samples.clone()
     }
 
     /// Publishes a newly loaded desired state (only commits that validated).
@@ -265,6 +249,7 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mycopod_specs::DesiredState;
 
     #[tokio::test]
     async fn a_trigger_should_reach_the_loop_and_fail_once_the_loop_is_gone() {

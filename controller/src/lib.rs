@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod declarations;
 pub mod demo;
+pub mod desired;
 pub mod events;
 pub mod model;
 pub mod plan;

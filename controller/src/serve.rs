@@ -190,7 +190,8 @@ pub async fn start(
     let cancel = CancellationToken::new();
     let telemetry = crate::telemetry::spawn(
         store.clone(),
-        &control,
+        control.desired(),
+        control.sample_slot(),
         clients,
         TelemetrySettings::from_config(&config.telemetry, settings_secrets),
         cancel.clone(),

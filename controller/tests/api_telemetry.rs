@@ -14,7 +14,8 @@ use axum::http::{Request, StatusCode, header};
 use chrono::{DateTime, TimeZone, Utc};
 use mycopod::api::auth::new_api_key;
 use mycopod::api::{ApiSettings, AppState, Clock, app};
-use mycopod::control::{Control, Snapshot};
+use mycopod::control::Control;
+use mycopod::desired::Snapshot;
 use mycopod::events::Event;
 use mycopod::model::{AlertState, ConfigKind, Role, Scope};
 use mycopod::store::{Store, hash_password, hash_token};
@@ -449,7 +450,8 @@ async fn pushed_readings_should_fire_an_alert_after_for_and_resolve_it_past_the_
     let shutdown = CancellationToken::new();
     let telemetry = mycopod::telemetry::spawn(
         api.store.clone(),
-        &api.control,
+        api.control.desired(),
+        api.control.sample_slot(),
         DeviceClients::new(),
         settings,
         shutdown.clone(),

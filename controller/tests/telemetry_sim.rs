@@ -17,7 +17,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, TimeZone, Utc};
-use mycopod::control::{Control, Snapshot};
+use mycopod::control::Control;
+use mycopod::desired::Snapshot;
 use mycopod::model::{AlertState, ConfigKind, DeliveryStatus};
 use mycopod::reconcile::observe::LiveWorld;
 use mycopod::store::Store;
@@ -882,7 +883,8 @@ async fn spawned_telemetry_should_poll_store_readings_and_notify_from_the_desire
         let shutdown = CancellationToken::new();
         let handle = mycopod::telemetry::spawn(
             store.clone(),
-            &control,
+            control.desired(),
+            control.sample_slot(),
             clients.clone(),
             settings,
             shutdown.clone(),

@@ -24,8 +24,9 @@ use super::run::{
     Fencing, Outcome, Reconciled, RunSettings, reconcile_report, recover_interrupted,
 };
 use super::status::resource_statuses;
-use crate::control::{Control, Snapshot, SyncState, TriggerRequest};
+use crate::control::{Control, SyncState, TriggerRequest};
 use crate::declarations::expand::{Expansion, expand};
+use crate::desired::Snapshot;
 use crate::events::Event;
 use crate::model::{RunStatus, Trigger};
 use crate::store::{Fence, LeaderLock, Store};

@@ -4,11 +4,11 @@
 //! Shape: one poller task per declared ModbusDevice sends [`Sample`]s to a batch writer (which
 //! stores readings in large batches) and to the evaluator (which runs the pure state machine
 //! of [`alerts`] and records alerts); readings pushed over the API are stored by the API and
-//! reach the same evaluator through [`Control::sample_feed`]. Firings and resolutions queue
+//! reach the same evaluator through the [`SampleFeed`] slot. Firings and resolutions queue
 //! their notifications in the store with the transition; the notifier delivers them from
 //! there (started at once by a [`Notice`], or found by its scan after a restart), every
 //! attempt in its own task. Pollers start, stop and change with the desired-state
-//! snapshots of [`Control`]. Polling never blocks reconciles: the Modbus clients are shared
+//! snapshots the loop publishes (a `watch`); telemetry knows nothing of the loop itself. Polling never blocks reconciles: the Modbus clients are shared
 //! through [`DeviceClients`], whose client serializes the requests to one device.
 //! Each part has a step function tests drive directly; the loops around them are trivial.
 
@@ -22,13 +22,13 @@ pub mod retention;
 pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use mycopod_adapters::modbus::DeviceDef;
 use mycopod_adapters::modbus::translate::device_def;
 use mycopod_specs::DesiredState;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,7 @@ pub use mqtt::{MqttSettings, MqttSink};
 pub use poll::{PollTarget, Sample, SampleKind, poll_device};
 
 use crate::config::TelemetryConfig;
-use crate::control::Control;
+use crate::desired::Snapshot;
 use crate::store::Store;
 
 /// Samples buffered towards the writer and the evaluator before pollers wait.
@@ -129,13 +129,36 @@ fn poll_specs(desired: &DesiredState) -> BTreeMap<String, PollSpec> {
         .collect()
 }
 
+/// The slot where pushed readings enter the alert evaluator: filled while telemetry runs,
+/// empty otherwise. Cheap to clone; the API reaches it through `Control::sample_feed`.
+#[derive(Debug, Clone, Default)]
+pub struct SampleFeed(Arc<RwLock<Option<mpsc::Sender<Arc<Sample>>>>>);
+
+impl SampleFeed {
+    /// The evaluator's sender, if telemetry runs.
+    pub fn sender(&self) -> Option<mpsc::Sender<Arc<Sample>>> {
+        match self.0.read() {
+            Ok(feed) => feed.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, feed: Option<mpsc::Sender<Arc<Sample>>>) {
+        let mut slot = match self.0.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = feed;
+    }
+}
+
 struct Running {
     spec: PollSpec,
     cancel: CancellationToken,
 }
 
-/// Starts telemetry: the pollers of the devices in `control`'s desired state (following
-/// every new snapshot), the batch writer, the alert evaluator, the notifier, MQTT and
+/// Starts telemetry: the pollers of the devices in the `desired` state (following every new
+/// snapshot), the batch writer, the alert evaluator, the notifier, MQTT and
 /// retention. Returns the task that runs until `shutdown` fires; it then stops the pollers,
 /// writes what was polled, and gives deliveries under way a moment to finish.
 ///
@@ -143,7 +166,8 @@ struct Running {
 /// The webhook client cannot be built or the MQTT URL is malformed.
 pub fn spawn(
     store: Store,
-    control: &Control,
+    mut desired: watch::Receiver<Option<Arc<Snapshot>>>,
+    feed: SampleFeed,
     clients: DeviceClients,
     settings: TelemetrySettings,
     shutdown: CancellationToken,
@@ -159,11 +183,9 @@ pub fn spawn(
         .map(MqttSink::connect)
         .transpose()?
         .map(Arc::new);
-    let mut desired = control.desired();
     let (eval_tx, mut eval_rx) = mpsc::channel::<Arc<Sample>>(SAMPLE_BUFFER);
-    // Pushed readings reach the evaluator through the control handle the API holds.
-    control.set_sample_feed(Some(eval_tx.clone()));
-    let control = control.clone();
+    // Pushed readings reach the evaluator through the slot the API holds.
+    feed.set(Some(eval_tx.clone()));
     Ok(tokio::spawn(async move {
         let (writer_tx, writer_rx) = mpsc::channel(SAMPLE_BUFFER);
         let (notice_tx, notice_rx) = mpsc::unbounded_channel();
@@ -259,7 +281,7 @@ pub fn spawn(
                 () = shutdown.cancelled() => break,
                 changed = desired.changed() => {
                     if changed.is_err() {
-                        // The control handle is gone: keep polling what we have until shutdown.
+                        // The loop's state is gone: keep polling what we have until shutdown.
                         shutdown.cancelled().await;
                         break;
                     }
@@ -273,7 +295,7 @@ pub fn spawn(
         while pollers.join_next().await.is_some() {}
         // The pollers and the feed held the last senders: the writer flushes and ends, then
         // the evaluator.
-        control.set_sample_feed(None);
+        feed.set(None);
         drop(sinks);
         let _ = writer.await;
         let _ = evaluator.await;
