@@ -9,10 +9,10 @@ mod support;
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{TimeZone as _, Utc};
 use mycopod::model::{ActionStatus, Decision, RunStatus, Trigger};
 use mycopod::reconcile::observe::LiveWorld;
-use mycopod::reconcile::run::{Outcome, RunSettings, reconcile};
+use mycopod::reconcile::run::{Clock, Outcome, RunSettings, reconcile};
 use mycopod::store::StoreError;
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::proxmox::sim::SimStatus;
@@ -434,6 +434,89 @@ async fn actions_of_one_phase_should_run_side_by_side_up_to_the_bound() {
             } else {
                 assert_eq!(peak, 1, "bound 1 runs one action at a time");
             }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn applying_should_stamp_and_check_windows_with_its_own_clock_not_the_reconcile_start() {
+    within(async {
+        let rig = Rig::start().await;
+        // Everything waits for one approval and applies only from 10:00 to 10:30 UTC.
+        let yaml = format!(
+            "{}---\napiVersion: mycopod/v1\nkind: HandshakePolicy\nmetadata: {{name: window}}\n\
+             spec:\n  match: {{}}\n  approvals: 1\n  windows:\n    \
+             - {{start: \"10:00\", end: \"10:30\", timezone: UTC}}\n",
+            rig.yaml(2, 0.75)
+        );
+        let world = LiveWorld::new(&rig.desired(2), &rig.env);
+        let in_window = Utc.with_ymd_and_hms(2026, 12, 7, 10, 10, 0).unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 12, 7, 10, 45, 0).unwrap();
+        let reconcile_at = |settings: RunSettings| {
+            let loaded = mycopod_specs::load_str("site.yaml", &yaml);
+            let rig = &rig;
+            let world = &world;
+            async move {
+                reconcile(
+                    &rig.store,
+                    world,
+                    &settings,
+                    "c1",
+                    &loaded,
+                    Trigger::Poll,
+                    None,
+                    in_window,
+                )
+                .await
+                .unwrap()
+                .0
+            }
+        };
+        let Outcome::Waiting { run_id } = reconcile_at(settings()).await else {
+            panic!("the run must wait for its approval")
+        };
+        let run = rig.store.get_run(run_id).await.unwrap();
+        rig.store
+            .record_decision(
+                run_id,
+                "olivia",
+                &run.plan_hash,
+                Decision::Approve,
+                None,
+                in_window,
+            )
+            .await
+            .unwrap();
+
+        // The reconcile starts inside the window, but by the time applying begins (its clock)
+        // the window has closed: nothing is applied, and each skip is stamped with that time.
+        let mut late = settings();
+        late.clock = Clock::fixed(after);
+        let outcome = reconcile_at(late).await;
+        assert!(
+            matches!(outcome, Outcome::Applied { run_id: id, .. } if id == run_id),
+            "{outcome:?}"
+        );
+        assert!(
+            rig.pve.guest(120).is_none(),
+            "nothing applied after the window closed"
+        );
+        let actions = rig.store.list_actions(run_id).await.unwrap();
+        assert!(!actions.is_empty());
+        for action in &actions {
+            assert_eq!(action.status, ActionStatus::Skipped, "{action:?}");
+            assert_eq!(
+                action.updated_at, after,
+                "stamped by the apply clock: {action:?}"
+            );
+            assert!(
+                action
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("time window closed")),
+                "{action:?}"
+            );
         }
     })
     .await;

@@ -7,6 +7,7 @@
 //! whose plan hash no longer matches a fresh plan is superseded, never applied.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -59,6 +60,37 @@ pub struct RunSettings {
     /// the lease is renewed while actions run and every run and action transition is fenced:
     /// once another replica holds the lease, nothing more is written or applied.
     pub fencing: Option<Fencing>,
+    /// The clock applying reads: every action transition is stamped with it and a policy's
+    /// window is checked against it before each phase. The decision to apply uses the
+    /// reconcile's `now`; applying takes time, so what follows reads this clock.
+    pub clock: Clock,
+}
+
+/// The wall clock of the apply path; tests give a fixed one.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl Clock {
+    /// The system's clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(Utc::now))
+    }
+
+    /// A clock that always reads `at`.
+    pub fn fixed(at: DateTime<Utc>) -> Clock {
+        Clock(Arc::new(move || at))
+    }
+
+    /// The time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock(..)")
+    }
 }
 
 /// A leader's fence and how long its lease lasts when renewed.
@@ -85,6 +117,7 @@ impl RunSettings {
             commits: Vec::new(),
             pusher: None,
             fencing: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -627,7 +660,7 @@ async fn apply_claimed(
         planned.plan.actions.iter().zip(&stored).collect();
     for phase in phases(&pairs) {
         // A window that closes while the run applies stops it: what is left is not run.
-        let window_closed = !requirement.window_open(Utc::now());
+        let window_closed = !requirement.window_open(settings.clock.now());
         // Actions of one phase run side by side, up to the concurrency bound, unless one of
         // them waits for another of the same phase.
         let mut ready = Vec::new();
@@ -651,7 +684,7 @@ async fn apply_claimed(
                             external_ref: None,
                         },
                         fence,
-                        Utc::now(),
+                        settings.clock.now(),
                     )
                     .await?;
                 failed.insert(action.key.clone());
@@ -751,7 +784,7 @@ async fn apply_claimed(
             CONTROLLER,
             error.as_deref(),
             fence,
-            Utc::now(),
+            settings.clock.now(),
         )
         .await?;
     Ok(AppliedRun {
@@ -813,7 +846,7 @@ async fn execute(
                 ActionStatus::Running,
                 &ActionUpdate::default(),
                 fence,
-                Utc::now(),
+                settings.clock.now(),
             )
             .await?;
         if !started {
@@ -831,7 +864,7 @@ async fn execute(
                 action,
                 Some(store),
                 &planned.plan.commit,
-                Utc::now(),
+                settings.clock.now(),
             )
             .await;
         match result {
@@ -847,7 +880,7 @@ async fn execute(
                             external_ref: None,
                         },
                         fence,
-                        Utc::now(),
+                        settings.clock.now(),
                     )
                     .await?;
                 from = ActionStatus::Pending;
@@ -871,7 +904,7 @@ async fn execute(
                 external_ref: None,
             },
             fence,
-            Utc::now(),
+            settings.clock.now(),
         )
         .await?;
     Ok(result.map(|_| ()))
