@@ -7,7 +7,7 @@
 //! this test should also run against the `mycopod serve` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod api_support;
+use crate::api_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! pool, so they really run on separate connections.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod store_support;
+use crate::store_support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

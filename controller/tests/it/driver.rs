@@ -3,8 +3,8 @@
 //! Each test drives `Driver::step` directly, the way the loop does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod store_support;
-mod support;
+use crate::store_support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-mod support;
+use crate::support;
 
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::modbus::sim::{SimDevice, Simulator};

@@ -3,7 +3,7 @@
 //! backends by `on_both_backends!`, each run in a fresh database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod store_support;
+use crate::store_support;
 
 use std::time::Duration;
 

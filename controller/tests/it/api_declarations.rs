@@ -2,7 +2,7 @@
 //! server on loopback that replays canned answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod api_support;
+use crate::api_support;
 
 use std::sync::Arc;
 use std::time::Duration;

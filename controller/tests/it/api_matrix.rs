@@ -4,7 +4,7 @@
 //! and no route in `src/api` bypasses the documented registration.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod api_support;
+use crate::api_support;
 
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 //! recorded in `Control` (resources counted by sync state), for any reader, and nothing
 //! without credentials.
 
-mod api_support;
+use crate::api_support;
 
 use axum::http::{Method, StatusCode};
 use mycopod::control::{ResourceStatus, SyncState};

@@ -2,7 +2,7 @@
 //! `audit verify` against a log edited behind the store's back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod store_support;
+use crate::store_support;
 
 use std::process::Stdio;
 use std::time::Duration;

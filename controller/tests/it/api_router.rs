@@ -3,8 +3,7 @@
 //! webhook signatures, SQL-looking input). The runs/approve flow also runs on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod api_support;
-mod store_support;
+use crate::api_support;
 
 use std::time::Duration as StdDuration;
 

@@ -19,8 +19,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod browser;
-mod support;
+use crate::browser;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
