@@ -1,8 +1,10 @@
 //! The Git source: fetch a remote at a ref into a local cache and read the declaration files of
 //! one commit.
 //!
-//! It drives the `git` command line through `tokio::process` (see ARCHITECTURE.md for why not
-//! libgit2 or gix): one bare cache repository per remote, fetched incrementally, every call under
+//! It drives the `git` command line through `tokio::process`, not libgit2 or gix: the CLI
+//! honours `~/.ssh/config`, credential helpers and proxies exactly as `git` does, every call
+//! can be killed at a hard timeout (libgit2 has no per-call timeout), and it is what Argo CD
+//! does. One bare cache repository per remote, fetched incrementally, every call under
 //! a hard timeout, credentials passed through the environment and never through arguments or
 //! logged URLs. Files are read straight from the object database (`ls-tree` + `cat-file
 //! --batch`), so there is no work tree and no checkout race. It must not decide anything about

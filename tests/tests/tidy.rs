@@ -113,6 +113,24 @@ fn the_plan_layer_should_import_no_client_and_no_store() {
 }
 
 #[test]
+fn specs_should_use_no_network_clock_database_or_environment() {
+    check(
+        "specs reads only the files it is asked to load",
+        &rust_files("specs/src"),
+        &[
+            "Utc::now",
+            "Instant::now",
+            "SystemTime",
+            "std::env",
+            "std::net",
+            "tokio",
+            "reqwest",
+            "sqlx",
+        ],
+    );
+}
+
+#[test]
 fn sqlx_should_appear_only_in_the_store() {
     let files: Vec<PathBuf> = files_of(&["adapters/src", "specs/src", "controller/src"])
         .into_iter()

@@ -3,6 +3,11 @@
 //! a row of `series` (which also carries its newest reading); `readings` rows refer to it by
 //! an integer key, which keeps the big table and its clustered key small. Times are integer
 //! microseconds since the Unix epoch on both backends. No evaluation of values here.
+//!
+//! On SQLite readings are bound parameters of multi-row `VALUES` statements; only the first
+//! reading of a series not yet cached travels as JSON text (the series upsert), which SQLite
+//! parses bit-exactly for sensor-range values but may round in the last bit near the
+//! underflow limit (1e-300), and -0.0 reads back as 0.0. Non-finite values are refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1242,7 +1242,7 @@ async fn readings_should_be_stored_in_batches_and_queried(store: Store, _url: St
 async fn reading_values_should_round_trip_exactly(store: Store, _url: String) {
     // Sensor-range values must come back bit for bit. (SQLite parses the batch's JSON with
     // its own float parser: values near the underflow limit, like 1e-300, may differ in the
-    // last bit there, and -0.0 reads back as 0.0; see ARCHITECTURE.md.)
+    // last bit there, and -0.0 reads back as 0.0; see store/readings.rs.)
     let mut values = vec![
         0.1,
         123_456.789_012_345_67,
