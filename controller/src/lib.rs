@@ -1,4 +1,6 @@
-//! The mycopod controller: planner, policies, reconcile loop, telemetry, store and HTTP API.
+//! The mycopod controller: planner, policies, reconcile loop, telemetry and HTTP API. The
+//! store is its own crate, `mycopod-store`, re-exported here as [`store`] (with its [`model`]
+//! and [`events`]) so that paths stay `mycopod::store::...`.
 
 pub mod api;
 pub mod cli;
@@ -7,15 +9,15 @@ pub mod control;
 pub mod declarations;
 pub mod demo;
 pub mod desired;
-pub mod events;
-pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
 pub mod secrets;
 pub mod serve;
-pub mod store;
 pub mod telemetry;
+
+pub use mycopod_store as store;
+pub use mycopod_store::{events, model};
 
 /// An error and its sources as one line, `what failed: why: why`, for messages shown to people.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

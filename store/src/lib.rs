@@ -1,6 +1,7 @@
 //! The store: every table mycopod records into, on SQLite or PostgreSQL, behind typed async
-//! repository functions. All SQL of the controller lives in this module; nothing outside it
-//! builds a query.
+//! repository functions, with the vocabulary they speak ([`model`]) and the bus they publish
+//! on after each commit ([`events`]). All of mycopod's SQL lives in this crate; nothing
+//! outside it builds a query, and it knows nothing of specs, adapters or the loop.
 //!
 //! Design: one [`Store`] holds one of two typed pools ([`sqlx::SqlitePool`] or
 //! [`sqlx::PgPool`]). SQL is written once with `$N` placeholders, which both backends accept,
@@ -16,6 +17,9 @@
 //! - multi-statement writes run in one transaction that takes the write lock up front
 //!   (`BEGIN IMMEDIATE` on SQLite, row or advisory locks on PostgreSQL);
 //! - the caller passes `now`, so tests control time and the database never supplies it.
+
+pub mod events;
+pub mod model;
 
 mod audit;
 mod codec;
@@ -85,8 +89,8 @@ pub struct Store {
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store.backend() {
-            $crate::store::Backend::Sqlite($pool) => $body,
-            $crate::store::Backend::Postgres($pool) => $body,
+            $crate::Backend::Sqlite($pool) => $body,
+            $crate::Backend::Postgres($pool) => $body,
         }
     };
 }
