@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use mycopod_adapters::proxmox::sim::{SimConfig, SimGuest, SimHandle};
 use mycopod_adapters::proxmox::{
-    Auth, ClientConfig, DeepReadTracker, DesiredGuest, GuestKind, ProxmoxClient, spec_hash,
+    Auth, ClientConfig, DeepReadTracker, DesiredGuest, GuestKind, ProxmoxClient, guest_fingerprint,
 };
 
 const GUESTS: u32 = 1_000;
@@ -73,7 +73,10 @@ fn bench(c: &mut Criterion) {
     });
     // Every guest was read deeply once and its spec has not changed since.
     let mut tracker = DeepReadTracker::new(Duration::from_secs(3600));
-    let hashes: Vec<(u32, u64)> = desired.iter().map(|d| (d.vmid, spec_hash(d))).collect();
+    let hashes: Vec<(u32, u64)> = desired
+        .iter()
+        .map(|d| (d.vmid, guest_fingerprint(d)))
+        .collect();
     let t0 = Instant::now();
     for (vmid, h) in &hashes {
         tracker.record(*vmid, *h, t0);

@@ -23,8 +23,9 @@ pub mod model;
 
 mod audit;
 mod codec;
-mod config;
+mod config_objects;
 mod error;
+mod leadership;
 mod ownership;
 mod readings;
 mod runs;
@@ -44,12 +45,13 @@ use crate::events::EventBus;
 pub use audit::{
     AuditEntry, AuditPage, GENESIS_HASH, NewAuditEntry, VerifyFailure, VerifyReport, entry_hash,
 };
-pub use config::{ConfigObject, Fence, LeaderLock};
+pub use config_objects::ConfigObject;
 pub use error::StoreError;
+pub use leadership::{Fence, LeaderLock};
 pub use readings::ReadingRow;
 pub use runs::{
-    Action, ActionUpdate, ApprovalOutcome, ApprovalRecord, NewAction, NewRun, Run, RunFilter,
-    RunPage, RunSummary,
+    ActionUpdate, ApprovalOutcome, ApprovalRecord, NewAction, NewRun, Run, RunFilter, RunPage,
+    RunSummary, StoredAction,
 };
 pub use telemetry::{Alert, Delivery, Device, LatestReading, NewDelivery, Reading, ReadingBucket};
 pub use translations::{CachedTranslation, DeclarationRequest, NewDeclarationRequest};

@@ -158,10 +158,10 @@ pub struct RunPage {
     pub next_cursor: Option<i64>,
 }
 
-/// A stored action.
+/// An action of a run as stored (made from the planner's `plan::Action`).
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
-pub struct Action {
-    /// Action id.
+pub struct StoredAction {
+    /// Its id.
     pub id: i64,
     /// Its run.
     pub run_id: i64,
@@ -869,9 +869,9 @@ impl Store {
     }
 
     /// The actions of a run in plan order.
-    pub async fn list_actions(&self, run_id: i64) -> Result<Vec<Action>> {
+    pub async fn list_actions(&self, run_id: i64) -> Result<Vec<StoredAction>> {
         on_pool!(self, pool => {
-            sqlx::query_as::<_, Action>(concat!(
+            sqlx::query_as::<_, StoredAction>(concat!(
                 "SELECT ", action_columns!(), " FROM actions WHERE run_id = $1 ORDER BY seq"
             ))
             .bind(run_id)
@@ -882,9 +882,9 @@ impl Store {
     }
 
     /// Reads one action.
-    pub async fn get_action(&self, id: i64) -> Result<Action> {
+    pub async fn get_action(&self, id: i64) -> Result<StoredAction> {
         on_pool!(self, pool => {
-            sqlx::query_as::<_, Action>(concat!(
+            sqlx::query_as::<_, StoredAction>(concat!(
                 "SELECT ", action_columns!(), " FROM actions WHERE id = $1"
             ))
             .bind(id)

@@ -331,19 +331,24 @@ impl DeepReadTracker {
         }
     }
 
-    /// True when `vmid` (whose desired spec hashes to `spec_hash`) must be read deeply at `now`.
-    pub fn needs_deep_read(&self, vmid: u32, spec_hash: u64, now: std::time::Instant) -> bool {
+    /// True when `vmid` (whose desired guest has `guest_fingerprint`) must be read deeply at `now`.
+    pub fn needs_deep_read(
+        &self,
+        vmid: u32,
+        guest_fingerprint: u64,
+        now: std::time::Instant,
+    ) -> bool {
         match self.entries.get(&vmid) {
             None => true,
             Some((hash, at)) => {
-                *hash != spec_hash || now.saturating_duration_since(*at) >= self.interval
+                *hash != guest_fingerprint || now.saturating_duration_since(*at) >= self.interval
             }
         }
     }
 
-    /// Records a deep read of `vmid` for `spec_hash` done at `now`.
-    pub fn record(&mut self, vmid: u32, spec_hash: u64, now: std::time::Instant) {
-        self.entries.insert(vmid, (spec_hash, now));
+    /// Records a deep read of `vmid` for `guest_fingerprint` done at `now`.
+    pub fn record(&mut self, vmid: u32, guest_fingerprint: u64, now: std::time::Instant) {
+        self.entries.insert(vmid, (guest_fingerprint, now));
     }
 
     /// Forgets a guest (deleted, or its next read must be deep).
@@ -369,7 +374,7 @@ impl DeepReadTracker {
 }
 
 /// A stable hash of a desired guest, for [`DeepReadTracker`]; equal specs hash equally.
-pub fn spec_hash(desired: &DesiredGuest) -> u64 {
+pub fn guest_fingerprint(desired: &DesiredGuest) -> u64 {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(desired.vmid.to_le_bytes());
@@ -559,7 +564,7 @@ mod tests {
     fn spec_hash_should_change_with_the_spec() {
         let a = web();
         let b = web().with("cores", "4");
-        assert_eq!(spec_hash(&a), spec_hash(&web()));
-        assert_ne!(spec_hash(&a), spec_hash(&b));
+        assert_eq!(guest_fingerprint(&a), guest_fingerprint(&web()));
+        assert_ne!(guest_fingerprint(&a), guest_fingerprint(&b));
     }
 }

@@ -27,6 +27,6 @@ pub use client::{
 };
 pub use compare::{
     ConfigUpdate, CreateSource, DeepReadTracker, DesiredGuest, FieldDiff, ObservedConfig,
-    PendingChange, PowerState, compare, spec_hash, update_for,
+    PendingChange, PowerState, compare, guest_fingerprint, update_for,
 };
 pub use error::{ErrorClass, ProxmoxError};

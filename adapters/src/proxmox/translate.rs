@@ -17,7 +17,7 @@ pub const MANAGED_TAG: &str = "managed-by-mycopod";
 
 /// Why a declaration cannot be turned into a PVE guest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TranslateError {
+pub enum GuestSpecError {
     /// Neither the guest nor its cluster names a node.
     #[error("guest {guest}: no node given and the cluster has no defaultNode")]
     NoNode {
@@ -33,13 +33,13 @@ pub fn desired_guest(
     spec: &GuestSpec,
     vmid: u32,
     default_node: Option<&str>,
-) -> Result<DesiredGuest, TranslateError> {
+) -> Result<DesiredGuest, GuestSpecError> {
     let node = spec
         .node
         .as_ref()
         .map(|n| n.as_str().to_owned())
         .or_else(|| default_node.map(str::to_owned))
-        .ok_or_else(|| TranslateError::NoNode {
+        .ok_or_else(|| GuestSpecError::NoNode {
             guest: name.to_owned(),
         })?;
     let kind = match spec.guest_type {
@@ -420,7 +420,7 @@ mod tests {
         );
         assert_eq!(
             desired_guest(&name, &spec, 130, None).unwrap_err(),
-            TranslateError::NoNode { guest: "g".into() }
+            GuestSpecError::NoNode { guest: "g".into() }
         );
     }
 }

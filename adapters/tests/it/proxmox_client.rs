@@ -10,7 +10,7 @@ use mycopod_adapters::proxmox::sim::{Fault, SimConfig, SimGuest, SimHandle};
 use mycopod_adapters::proxmox::{
     Auth, ClientConfig, CreateSource, DeepReadTracker, DesiredGuest, ErrorClass, GuestKind,
     PendingChange, PowerState, ProxmoxClient, ProxmoxError, RetryPolicy, ShutdownOutcome, compare,
-    spec_hash, update_for,
+    guest_fingerprint, update_for,
 };
 
 async fn within<T>(f: impl Future<Output = T>) -> T {
@@ -123,22 +123,28 @@ async fn steady_state_observation_should_need_no_deep_read() {
         let mut tracker = DeepReadTracker::new(Duration::from_secs(3600));
         let now = std::time::Instant::now();
         // First pass: the guest was never read deeply.
-        assert_eq!(tracker.select([(120, spec_hash(&d))], now), vec![120]);
+        assert_eq!(
+            tracker.select([(120, guest_fingerprint(&d))], now),
+            vec![120]
+        );
         let o = client
             .observe_guest_config("pve1", GuestKind::Qemu, 120)
             .await
             .unwrap();
         assert!(compare(&d, &o).is_empty());
-        tracker.record(120, spec_hash(&d), now);
+        tracker.record(120, guest_fingerprint(&d), now);
         // Steady state: one request per cluster, nothing else.
         sim.clear_requests();
         let guests = client.observe_cluster().await.unwrap();
-        let deep = tracker.select(guests.iter().map(|g| (g.vmid, spec_hash(&d))), now);
+        let deep = tracker.select(guests.iter().map(|g| (g.vmid, guest_fingerprint(&d))), now);
         assert!(deep.is_empty());
         assert_eq!(sim.request_count(), 1);
         // A changed spec asks for a deep read of that guest only.
         let changed = web(120).with("cores", "4");
-        assert_eq!(tracker.select([(120, spec_hash(&changed))], now), vec![120]);
+        assert_eq!(
+            tracker.select([(120, guest_fingerprint(&changed))], now),
+            vec![120]
+        );
     })
     .await;
 }

@@ -7,7 +7,7 @@
 //! Order of a plan: database-held configuration (upserts, then removals), then guests
 //! (created, configured, powered), then Modbus writes to reachable devices, then deletions.
 
-mod config;
+mod config_objects;
 mod devices;
 mod guests;
 mod model;
@@ -15,7 +15,7 @@ pub mod observed;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{flatten, json_changes};
+pub use config_objects::{flatten, json_changes};
 pub use devices::value_json;
 pub use guests::impact_of;
 pub use model::{
@@ -193,7 +193,7 @@ pub fn plan(
     options: Options,
 ) -> Planned {
     let mut out = Builder::default();
-    config::plan_config(desired, observed, &mut out);
+    config_objects::plan_config(desired, observed, &mut out);
     guests::plan_guests(desired, observed, options.prune, &mut out);
     devices::plan_devices(desired, observed, &mut out);
     out.finish(commit)

@@ -656,7 +656,7 @@ async fn apply_claimed(
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     let mut succeeded = 0usize;
     let mut stop = false;
-    let pairs: Vec<(&Action, &crate::store::Action)> =
+    let pairs: Vec<(&Action, &crate::store::StoredAction)> =
         planned.plan.actions.iter().zip(&stored).collect();
     for phase in phases(&pairs) {
         // A window that closes while the run applies stops it: what is left is not run.
@@ -832,7 +832,7 @@ async fn execute(
     observed: &crate::plan::Observed,
     planned: &Planned,
     action: &Action,
-    row: &crate::store::Action,
+    row: &crate::store::StoredAction,
 ) -> Result<Result<(), ApplyError>, StoreError> {
     let fence = settings.fencing.as_ref().map(|f| &f.fence);
     let mut from = ActionStatus::Pending;

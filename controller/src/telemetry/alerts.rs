@@ -26,7 +26,7 @@ pub enum Observation {
 /// Where one rule stands for one device.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
-pub enum AlertState {
+pub enum RuleState {
     /// The condition does not hold.
     #[default]
     Inactive,
@@ -123,10 +123,10 @@ fn classify(check: &RuleCheck, observation: Observation) -> Reading {
 /// Advances one rule's state by one observation at `now`.
 pub fn step(
     check: &RuleCheck,
-    state: AlertState,
+    state: RuleState,
     observation: Observation,
     now: DateTime<Utc>,
-) -> (AlertState, Option<AlertEvent>) {
+) -> (RuleState, Option<AlertEvent>) {
     let value = match observation {
         Observation::Value(v) => Some(v),
         _ => None,
@@ -134,29 +134,29 @@ pub fn step(
     let hold = chrono::Duration::from_std(check.hold).unwrap_or(chrono::Duration::MAX);
     match (state, classify(check, observation)) {
         (_, Reading::Unknown) => (state, None),
-        (AlertState::Inactive, Reading::Breached) if hold <= chrono::Duration::zero() => (
-            AlertState::Firing { since: now },
+        (RuleState::Inactive, Reading::Breached) if hold <= chrono::Duration::zero() => (
+            RuleState::Firing { since: now },
             Some(AlertEvent::Fired { value }),
         ),
-        (AlertState::Inactive, Reading::Breached) => (AlertState::Pending { since: now }, None),
-        (AlertState::Inactive, _) => (AlertState::Inactive, None),
-        (AlertState::Pending { since }, Reading::Breached) => {
+        (RuleState::Inactive, Reading::Breached) => (RuleState::Pending { since: now }, None),
+        (RuleState::Inactive, _) => (RuleState::Inactive, None),
+        (RuleState::Pending { since }, Reading::Breached) => {
             if now - since >= hold {
                 (
-                    AlertState::Firing { since: now },
+                    RuleState::Firing { since: now },
                     Some(AlertEvent::Fired { value }),
                 )
             } else {
-                (AlertState::Pending { since }, None)
+                (RuleState::Pending { since }, None)
             }
         }
         // A dip shorter than `for` is forgotten.
-        (AlertState::Pending { .. }, _) => (AlertState::Inactive, None),
-        (AlertState::Firing { .. }, Reading::Clear) => {
-            (AlertState::Inactive, Some(AlertEvent::Resolved { value }))
+        (RuleState::Pending { .. }, _) => (RuleState::Inactive, None),
+        (RuleState::Firing { .. }, Reading::Clear) => {
+            (RuleState::Inactive, Some(AlertEvent::Resolved { value }))
         }
-        (AlertState::Firing { since }, Reading::Breached | Reading::Recovering) => {
-            (AlertState::Firing { since }, None)
+        (RuleState::Firing { since }, Reading::Breached | Reading::Recovering) => {
+            (RuleState::Firing { since }, None)
         }
     }
 }
@@ -182,7 +182,7 @@ mod tests {
 
     /// Feeds (second, observation) pairs and returns the events with their seconds.
     fn run(check: &RuleCheck, feed: &[(i64, Observation)]) -> Vec<(i64, AlertEvent)> {
-        let mut state = AlertState::Inactive;
+        let mut state = RuleState::Inactive;
         let mut events = Vec::new();
         for (secs, obs) in feed {
             let (next, event) = step(check, state, *obs, at(*secs));

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use mycopod_specs::kinds::{AlertRuleSpec, Condition};
 use tokio::time::Instant;
 
-use super::alerts::{AlertState as Machine, Observation, RuleCheck, step};
+use super::alerts::{Observation, RuleCheck, RuleState as Machine, step};
 use super::poll::{Sample, SampleKind};
 use crate::model::{AlertState, ConfigKind};
 use crate::store::{Alert, Store, StoreError};
