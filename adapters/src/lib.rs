@@ -1,6 +1,7 @@
 //! Adapters to the outside systems mycopod talks to, each beside its simulator.
 //!
-//! Adapters translate and transport; they never decide what should change.
+//! Adapters speak protocols and transport; they never decide what should change, and they
+//! never see a spec type (turning a declaration into adapter terms is the planner's job).
 
 pub mod backoff;
 pub mod error_class;

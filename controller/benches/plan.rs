@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use mycopod::plan::translate::guest::desired_guest;
 use mycopod::plan::{
     Observed, ObservedCluster, ObservedDevice, ObservedGuest, Options, ResourceKind, StoredConfig,
     plan,
@@ -15,7 +16,6 @@ use mycopod_adapters::modbus::Value;
 use mycopod_adapters::proxmox::api::GuestKind;
 use mycopod_adapters::proxmox::compare::ObservedConfig;
 use mycopod_adapters::proxmox::propstring::{allocation, format_size, is_disk_key, parse_tags};
-use mycopod_adapters::proxmox::translate::desired_guest;
 use mycopod_specs::DesiredState;
 
 const GUESTS: usize = 10_000;

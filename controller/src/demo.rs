@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::plan::translate::device::device_def;
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::modbus::sim::{SimDevice, Simulator};
-use mycopod_adapters::modbus::translate::device_def;
 use mycopod_adapters::modbus::waveform::Waveform;
 use mycopod_adapters::proxmox::api::GuestKind;
 use mycopod_adapters::proxmox::sim::{self as pve_sim, SimConfig, SimControl, SimGuest, SimStatus};

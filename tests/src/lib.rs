@@ -388,7 +388,7 @@ impl Demo {
             .device(name)
             .with_context(|| format!("no device {name} in the demo repo"))?;
         let client = mycopod_adapters::modbus::client::ModbusClient::new(
-            mycopod_adapters::modbus::translate::device_def(name, &device.spec),
+            mycopod::plan::translate::device::device_def(name, &device.spec),
         )?;
         Ok(client.read_all().await?)
     }

@@ -131,6 +131,15 @@ fn specs_should_use_no_network_clock_database_or_environment() {
 }
 
 #[test]
+fn adapters_should_not_know_the_spec_types() {
+    check(
+        "adapters translate and transport; turning specs into their terms is the planner's",
+        &files_of(&["adapters/src", "adapters/tests", "adapters/benches"]),
+        &["mycopod_specs"],
+    );
+}
+
+#[test]
 fn sqlx_should_appear_only_in_the_store() {
     check(
         "SQL lives in the mycopod-store crate (store/src); everything else calls the Store",

@@ -36,7 +36,6 @@ pub mod codec;
 pub mod error;
 pub mod plan;
 pub mod sim;
-pub mod translate;
 pub mod waveform;
 
 use std::fmt;

@@ -19,7 +19,6 @@ pub mod compare;
 pub mod error;
 pub mod propstring;
 pub mod sim;
-pub mod translate;
 
 pub use api::{ClusterResource, GuestKind, NodeInfo, Upid};
 pub use client::{

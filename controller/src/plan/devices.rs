@@ -4,9 +4,9 @@
 //! Pure. Comparison is the register codec's (`codec::register_differs`): the desired value is
 //! brought to what the register can hold, so an f32 setpoint never differs forever.
 
+use crate::plan::translate::device::{register_def, setpoint_value};
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::modbus::codec::register_differs;
-use mycopod_adapters::modbus::translate::{register_def, setpoint_value};
 use mycopod_specs::DesiredState;
 use mycopod_specs::kinds::Mode;
 use serde_json::Value as Json;

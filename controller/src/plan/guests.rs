@@ -8,12 +8,12 @@
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::plan::translate::guest::{MANAGED_TAG, desired_guest};
 use mycopod_adapters::proxmox::api::GuestKind;
 use mycopod_adapters::proxmox::compare::{
     CreateSource, DesiredGuest, FieldDiff, PowerState, compare, update_for,
 };
 use mycopod_adapters::proxmox::propstring::{is_disk_key, key_family};
-use mycopod_adapters::proxmox::translate::{MANAGED_TAG, desired_guest};
 use mycopod_specs::kinds::{GuestSpec, GuestState, Mode};
 use mycopod_specs::{DesiredState, Resource};
 use serde_json::Value as Json;

@@ -12,6 +12,7 @@ mod devices;
 mod guests;
 mod model;
 pub mod observed;
+pub mod translate;
 
 use serde::{Deserialize, Serialize};
 

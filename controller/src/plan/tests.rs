@@ -5,12 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::plan::translate::guest::desired_guest;
 use expect_test::{Expect, expect};
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::proxmox::api::GuestKind;
 use mycopod_adapters::proxmox::compare::{ObservedConfig, PendingChange};
 use mycopod_adapters::proxmox::propstring::parse_tags;
-use mycopod_adapters::proxmox::translate::desired_guest;
 use mycopod_specs::DesiredState;
 use proptest::prelude::*;
 

@@ -8,12 +8,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::plan::translate::device::setpoint_value;
+use crate::plan::translate::guest::desired_guest;
 use chrono::{DateTime, Utc};
 use mycopod_adapters::modbus::ModbusError;
-use mycopod_adapters::modbus::translate::setpoint_value;
 use mycopod_adapters::proxmox::compare::{CreateSource, compare, update_for};
 use mycopod_adapters::proxmox::error::ProxmoxError;
-use mycopod_adapters::proxmox::translate::desired_guest;
 use mycopod_specs::DesiredState;
 use sha2::{Digest, Sha256};
 

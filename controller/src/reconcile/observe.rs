@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::plan::translate::device::device_def;
 use futures::future::join_all;
-use mycopod_adapters::modbus::translate::device_def;
 use mycopod_adapters::modbus::{DeviceDef, ModbusClient};
 use mycopod_adapters::proxmox::client::{Auth, ClientConfig, ProxmoxClient, Tls};
 use mycopod_adapters::proxmox::propstring::parse_tags;

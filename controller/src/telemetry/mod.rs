@@ -25,8 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::plan::translate::device::device_def;
 use mycopod_adapters::modbus::DeviceDef;
-use mycopod_adapters::modbus::translate::device_def;
 use mycopod_specs::DesiredState;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crate::support;
 
+use mycopod::plan::translate::device::device_def;
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::modbus::sim::{SimDevice, Simulator};
-use mycopod_adapters::modbus::translate::device_def;
 use mycopod_adapters::proxmox::sim::{SimConfig, SimHandle};
 use support::run_mycopod;
 

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
+use mycopod::plan::translate::device::device_def;
 use mycopod::plan::{Options, Planned, plan};
 use mycopod::reconcile::observe::LiveWorld;
 use mycopod::store::Store;
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::modbus::sim::{SimDevice, Simulator};
-use mycopod_adapters::modbus::translate::device_def;
 use mycopod_adapters::proxmox::sim::{SimConfig, SimHandle};
 use mycopod_specs::DesiredState;
 

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use mycopod_specs::kinds::{GuestSpec, GuestState, GuestType, Network};
 use mycopod_specs::values::ByteSize;
 
-use super::api::GuestKind;
-use super::compare::{CreateSource, DesiredGuest, PowerState};
+use mycopod_adapters::proxmox::api::GuestKind;
+use mycopod_adapters::proxmox::compare::{CreateSource, DesiredGuest, PowerState};
 
 /// The tag mycopod puts on every guest it creates; only guests carrying it are ever deleted.
 pub const MANAGED_TAG: &str = "managed-by-mycopod";

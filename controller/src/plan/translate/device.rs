@@ -8,7 +8,7 @@ use mycopod_specs::kinds::{
     Connection, ModbusDeviceSpec, Order, Register, SetpointValue, ValueType,
 };
 
-use super::{
+use mycopod_adapters::modbus::{
     ByteOrder, DataType, DeviceDef, Endpoint, Parity, RegisterDef, Table, Value, WordOrder,
 };
 
