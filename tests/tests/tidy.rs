@@ -68,11 +68,13 @@ fn files_of(dirs: &[&str]) -> Vec<PathBuf> {
     dirs.iter().flat_map(|d| rust_files(d)).collect()
 }
 
-/// The pure layers: the planner, the policies and the alert state machine.
+/// The pure layers: the planner, the policies, the reconcile decisions and the alert state
+/// machine.
 fn pure_files() -> Vec<PathBuf> {
     let mut files = rust_files("controller/src/plan");
     files.push(root().join("controller/src/policy.rs"));
     files.push(root().join("controller/src/telemetry/alerts.rs"));
+    files.push(root().join("controller/src/reconcile/decide.rs"));
     files
 }
 

@@ -4,6 +4,7 @@
 //! The loop itself is thin; what it runs is a step function that tests drive directly.
 
 pub mod apply;
+pub mod decide;
 pub mod driver;
 pub mod observe;
 pub mod queue;

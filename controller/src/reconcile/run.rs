@@ -15,11 +15,12 @@ use mycopod_specs::{DesiredState, Loaded};
 use serde_json::json;
 
 use super::apply::ApplyError;
+use super::decide::{Gate, KnownRun, Next, decide, gate, new_run_requirement};
 use super::observe::{LiveWorld, ObserveProblem};
 use crate::model::{ActionStatus, RunStatus, Trigger};
 use crate::plan::{Action, Options, Planned, plan};
 use crate::policy::{
-    NamedPolicy, Requirement, expires_at, requirements_for_plan, run_requirement, stored_policies,
+    NamedPolicy, Requirement, expires_at, requirements_for_plan, stored_policies,
     stored_requirement,
 };
 use crate::store::{ActionUpdate, Fence, NewAction, NewRun, RunSummary, Store, StoreError};
@@ -267,45 +268,24 @@ pub async fn reconcile_report(
     let planned = plan(commit, &desired, &observed, settings.options);
     let hash = planned.plan.hash();
 
-    // An approved run is applied only if a fresh plan is exactly the approved one.
+    // What to do is decided without I/O (`decide.rs`); here it is carried out.
     let approved = runs_of(store, scope, RunStatus::Approved)
         .await
         .map_err(db)?;
-    for run in &approved {
-        if run.plan_hash == hash.as_str() && run.commit_sha == commit {
-            // Windows are checked when the run is applied, not only when it was approved.
-            let needs = run_requirement_of(store, run.id).await.map_err(db)?;
-            if !needs.window_open(now) {
-                return Ok(Reconciled {
-                    outcome: Outcome::WaitingForWindow {
-                        run_id: run.id,
-                        opens_at: needs.next_open(now),
-                    },
-                    problems,
-                    desired: Some(desired),
-                    planned: Some(planned),
-                    failed: BTreeMap::new(),
-                });
-            }
-            let applied = apply_run(
-                store, world, settings, run.id, &needs, &desired, &observed, &planned, now,
-            )
-            .await
-            .map_err(db)?;
-            return Ok(Reconciled {
-                outcome: Outcome::Applied {
-                    run_id: run.id,
-                    status: applied.status,
-                },
-                problems,
-                desired: Some(desired),
-                planned: Some(applied.verified),
-                failed: applied.failed,
-            });
-        }
+    let waiting = runs_of(store, scope, RunStatus::AwaitingApproval)
+        .await
+        .map_err(db)?;
+    let decision = decide(
+        commit,
+        hash.as_str(),
+        planned.plan.is_empty(),
+        &known(&approved),
+        &known(&waiting),
+    );
+    for &id in &decision.supersede_approved {
         store
             .transition_run(
-                run.id,
+                id,
                 RunStatus::Approved,
                 RunStatus::Superseded,
                 CONTROLLER,
@@ -315,43 +295,57 @@ pub async fn reconcile_report(
             .await
             .map_err(db)?;
     }
-
-    let waiting = runs_of(store, scope, RunStatus::AwaitingApproval)
-        .await
-        .map_err(db)?;
-    if planned.plan.is_empty() {
-        for run in &waiting {
-            store
-                .transition_run(
-                    run.id,
-                    RunStatus::AwaitingApproval,
-                    RunStatus::Superseded,
-                    CONTROLLER,
-                    Some("nothing left to do"),
-                    now,
-                )
-                .await
-                .map_err(db)?;
-        }
-        return Ok(Reconciled {
-            outcome: Outcome::InSync,
-            problems,
-            desired: Some(desired),
-            planned: Some(planned),
-            failed: BTreeMap::new(),
-        });
+    for &id in &decision.supersede_waiting {
+        store
+            .transition_run(
+                id,
+                RunStatus::AwaitingApproval,
+                RunStatus::Superseded,
+                CONTROLLER,
+                Some("nothing left to do"),
+                now,
+            )
+            .await
+            .map_err(db)?;
     }
-    if let Some(same) = waiting
-        .iter()
-        .find(|r| r.plan_hash == hash.as_str() && r.commit_sha == commit)
-    {
-        return Ok(Reconciled {
-            outcome: Outcome::Waiting { run_id: same.id },
-            problems,
-            desired: Some(desired),
-            planned: Some(planned),
-            failed: BTreeMap::new(),
-        });
+    match decision.next {
+        Next::InSync => return Ok(waited(Outcome::InSync, problems, desired, planned)),
+        Next::StillWaiting { run_id } => {
+            return Ok(waited(
+                Outcome::Waiting { run_id },
+                problems,
+                desired,
+                planned,
+            ));
+        }
+        Next::ApplyApproved { run_id } => {
+            // Windows are checked when the run is applied, not only when it was approved.
+            let needs = run_requirement_of(store, run_id).await.map_err(db)?;
+            if let Gate::Window(opens_at) = gate(&needs, true, now) {
+                return Ok(waited(
+                    Outcome::WaitingForWindow { run_id, opens_at },
+                    problems,
+                    desired,
+                    planned,
+                ));
+            }
+            let applied = apply_run(
+                store, world, settings, run_id, &needs, &desired, &observed, &planned, now,
+            )
+            .await
+            .map_err(db)?;
+            return Ok(Reconciled {
+                outcome: Outcome::Applied {
+                    run_id,
+                    status: applied.status,
+                },
+                problems,
+                desired: Some(desired),
+                planned: Some(applied.verified),
+                failed: applied.failed,
+            });
+        }
+        Next::RecordNew => {}
     }
 
     let trusted = trusted_policies(store, scope, &observed)
@@ -363,12 +357,8 @@ pub async fn reconcile_report(
             .collect()
     });
     let requirements = requirements_for_plan(&desired, trusted_refs.as_deref(), &planned.plan);
-    let mut run_needs = run_requirement(&requirements);
     let is_drift = trigger == Trigger::Drift || settings.drift;
-    if is_drift && !settings.self_heal && run_needs.approvals == 0 {
-        // Without selfHeal, correcting drift is a decision for a person.
-        run_needs.approvals = 1;
-    }
+    let run_needs = new_run_requirement(&requirements, is_drift, settings.self_heal);
     let status = if run_needs.approvals == 0 {
         RunStatus::Approved
     } else {
@@ -406,42 +396,64 @@ pub async fn reconcile_report(
         .supersede_waiting_runs(scope, run_id, CONTROLLER, now)
         .await
         .map_err(db)?;
-    if status == RunStatus::Approved && !run_needs.window_open(now) {
-        return Ok(Reconciled {
-            outcome: Outcome::WaitingForWindow {
-                run_id,
-                opens_at: run_needs.next_open(now),
-            },
+    match gate(&run_needs, false, now) {
+        Gate::Approvals => Ok(waited(
+            Outcome::Waiting { run_id },
             problems,
-            desired: Some(desired),
-            planned: Some(planned),
-            failed: BTreeMap::new(),
-        });
-    }
-    if status == RunStatus::Approved {
-        let applied = apply_run(
-            store, world, settings, run_id, &run_needs, &desired, &observed, &planned, now,
-        )
-        .await
-        .map_err(db)?;
-        return Ok(Reconciled {
-            outcome: Outcome::Applied {
-                run_id,
-                status: applied.status,
-            },
+            desired,
+            planned,
+        )),
+        Gate::Window(opens_at) => Ok(waited(
+            Outcome::WaitingForWindow { run_id, opens_at },
             problems,
-            desired: Some(desired),
-            planned: Some(applied.verified),
-            failed: applied.failed,
-        });
+            desired,
+            planned,
+        )),
+        Gate::Open => {
+            let applied = apply_run(
+                store, world, settings, run_id, &run_needs, &desired, &observed, &planned, now,
+            )
+            .await
+            .map_err(db)?;
+            Ok(Reconciled {
+                outcome: Outcome::Applied {
+                    run_id,
+                    status: applied.status,
+                },
+                problems,
+                desired: Some(desired),
+                planned: Some(applied.verified),
+                failed: applied.failed,
+            })
+        }
     }
-    Ok(Reconciled {
-        outcome: Outcome::Waiting { run_id },
+}
+
+/// The runs as [`decide`] sees them.
+fn known(runs: &[RunSummary]) -> Vec<KnownRun<'_>> {
+    runs.iter()
+        .map(|r| KnownRun {
+            id: r.id,
+            plan_hash: &r.plan_hash,
+            commit: &r.commit_sha,
+        })
+        .collect()
+}
+
+/// The report of a reconcile that applied nothing.
+fn waited(
+    outcome: Outcome,
+    problems: Vec<ObserveProblem>,
+    desired: DesiredState,
+    planned: Planned,
+) -> Reconciled {
+    Reconciled {
+        outcome,
         problems,
         desired: Some(desired),
         planned: Some(planned),
         failed: BTreeMap::new(),
-    })
+    }
 }
 
 /// What applying a run did.
