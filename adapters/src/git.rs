@@ -79,13 +79,13 @@ pub struct GitSource {
 pub struct CommitInfo {
     /// Full object id.
     pub sha: String,
-    /// Author name.
+    /// The author's name as git recorded it.
     pub author_name: String,
-    /// Author email.
+    /// The author's email, compared with approvers' git identities.
     pub author_email: String,
-    /// Committer name.
+    /// The committer's name as git recorded it.
     pub committer_name: String,
-    /// Committer email.
+    /// The committer's email, compared with approvers' git identities.
     pub committer_email: String,
     /// First line of the message.
     pub subject: String,

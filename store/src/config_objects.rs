@@ -14,7 +14,7 @@ use crate::model::ConfigKind;
 /// notification channel or handshake policy).
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct ConfigObject {
-    /// Kind.
+    /// Which database-held kind it is (alert rule, channel or policy).
     pub kind: ConfigKind,
     /// Name, unique per kind.
     pub name: String,

@@ -174,7 +174,7 @@ pub struct StoredAction {
     pub kind: String,
     /// Resource name.
     pub resource: String,
-    /// Verb.
+    /// What the action does to the resource (`create`, `update`, `write`, ...).
     pub verb: String,
     /// Field-level diff.
     #[sqlx(json, rename = "diff_json")]

@@ -30,7 +30,7 @@ pub struct LatestReading {
     pub register: String,
     /// When it was read.
     pub time: DateTime<Utc>,
-    /// Value.
+    /// The scaled value of the register.
     pub value: f64,
 }
 
@@ -75,7 +75,7 @@ pub struct Alert {
     pub rule: String,
     /// Device name.
     pub device: String,
-    /// State.
+    /// Where the alert is in its lifecycle (pending, firing, resolved).
     pub state: AlertState,
     /// Severity copied from the rule.
     pub severity: String,
@@ -119,11 +119,11 @@ pub struct NewDelivery {
 /// A recorded delivery attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Delivery {
-    /// Id.
+    /// The attempt's row id.
     pub id: i64,
     /// Alert.
     pub alert_id: i64,
-    /// Channel.
+    /// The notification channel it went to.
     pub channel: String,
     /// `firing` or `resolved`.
     pub event: String,
@@ -133,7 +133,7 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// Receiver's HTTP status.
     pub response_code: Option<i64>,
-    /// Error.
+    /// Why the attempt failed, if it did.
     pub error: Option<String>,
     /// Next attempt due.
     pub next_attempt_at: Option<DateTime<Utc>>,

@@ -31,7 +31,7 @@ pub struct CachedTranslation {
 /// A declaration submitted through the API, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct DeclarationRequest {
-    /// Id.
+    /// The request's id, as `GET /api/v1/declarations/{id}` takes it.
     pub id: i64,
     /// The declaration's name.
     pub name: String,

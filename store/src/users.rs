@@ -42,7 +42,7 @@ pub struct User {
     /// argon2id PHC string.
     #[serde(skip)]
     pub password_hash: String,
-    /// Role.
+    /// What the user may do (viewer, operator, admin).
     pub role: Role,
     /// Disabled users cannot sign in.
     pub disabled: bool,

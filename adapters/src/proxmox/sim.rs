@@ -34,7 +34,7 @@ pub enum SimStatus {
 /// One guest held by the simulator.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimGuest {
-    /// vmid.
+    /// Its VM or container id.
     pub vmid: u32,
     /// Node it lives on.
     pub node: String,

@@ -196,7 +196,7 @@ async fn update_user(
 pub struct ApiKeyInfo {
     /// Key id.
     pub id: i64,
-    /// Name.
+    /// The label its creator gave it.
     pub name: String,
     /// Scopes.
     #[schema(value_type = Vec<String>)]
