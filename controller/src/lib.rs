@@ -9,6 +9,7 @@ pub mod control;
 pub mod declarations;
 pub mod demo;
 pub mod desired;
+pub mod device_clients;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;

@@ -17,11 +17,12 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::Control;
+use crate::device_clients::DeviceClients;
 use crate::plan::Options;
 use crate::reconcile::driver::{self, Driver, LoopSettings};
 use crate::reconcile::run::RunSettings;
 use crate::store::Store;
-use crate::telemetry::{DeviceClients, TelemetrySettings};
+use crate::telemetry::TelemetrySettings;
 use tokio_util::sync::CancellationToken;
 
 /// How long shutdown waits for a reconcile in progress before giving up on it (an action

@@ -83,7 +83,7 @@ pub struct LoopSettings {
     pub llm: Option<LlmClient>,
     /// The Modbus clients shared with telemetry, so a setpoint write never interleaves with a
     /// poll of the same device. `None`: the loop makes its own.
-    pub device_clients: Option<crate::telemetry::DeviceClients>,
+    pub device_clients: Option<crate::device_clients::DeviceClients>,
 }
 
 impl LoopSettings {

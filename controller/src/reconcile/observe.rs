@@ -18,13 +18,13 @@ use mycopod_adapters::proxmox::propstring::parse_tags;
 use mycopod_specs::DesiredState;
 use mycopod_specs::kinds::ProxmoxClusterSpec;
 
+use crate::device_clients::DeviceClients;
 use crate::model::ConfigKind;
 use crate::plan::{
     Observed, ObservedCluster, ObservedDevice, ObservedGuest, ResourceKind, StoredConfig,
 };
 use crate::secrets::{Registry, SecretError, SecretRef};
 use crate::store::Store;
-use crate::telemetry::DeviceClients;
 
 /// Why a cluster's client could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,7 +13,6 @@
 //! Each part has a step function tests drive directly; the loops around them are trivial.
 
 pub mod alerts;
-pub mod clients;
 pub mod deliver;
 pub mod evaluate;
 pub mod mqtt;
@@ -32,7 +31,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-pub use clients::DeviceClients;
 pub use deliver::{Notifier, NotifySettings};
 pub use evaluate::{Evaluator, Notice, NoticeEvent};
 pub use mqtt::{MqttSettings, MqttSink};
@@ -40,6 +38,7 @@ pub use poll::{PollTarget, Sample, SampleKind, poll_device};
 
 use crate::config::TelemetryConfig;
 use crate::desired::Snapshot;
+use crate::device_clients::DeviceClients;
 use crate::store::Store;
 
 /// Samples buffered towards the writer and the evaluator before pollers wait.

@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, TimeZone, Utc};
 use mycopod::control::Control;
 use mycopod::desired::Snapshot;
+use mycopod::device_clients::DeviceClients;
 use mycopod::model::{AlertState, ConfigKind, DeliveryStatus};
 use mycopod::reconcile::observe::LiveWorld;
 use mycopod::store::Store;
@@ -26,8 +27,8 @@ use mycopod::telemetry::deliver::Attempted;
 use mycopod::telemetry::evaluate::NoticeEvent;
 use mycopod::telemetry::writer::{Batch, write_samples};
 use mycopod::telemetry::{
-    DeviceClients, Evaluator, Notifier, NotifySettings, PollTarget, Sample, SampleKind,
-    TelemetrySettings, poll_device,
+    Evaluator, Notifier, NotifySettings, PollTarget, Sample, SampleKind, TelemetrySettings,
+    poll_device,
 };
 use mycopod_adapters::modbus::{
     ClientOptions, DataType, DeviceDef, Fault, ManualClock, RegisterDef, SimDevice, Simulator,
