@@ -40,7 +40,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Print the JSON Schema of the declaration documents.
     Schema(schema::Args),
-    /// Show what applying the declarations would change (exit 0 none, 3 changes, 1 error).
+    /// Show what applying the declarations would change (exit 0 none, 3 changes, 1 error or
+    /// anything declared that could not be observed).
     Plan(plan::Args),
     /// Plan and apply, recorded as a run (exit 0 applied or nothing to do, 1 otherwise).
     Apply(apply::Args),

@@ -250,9 +250,6 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
     };
     let world = LiveWorld::new(&desired, &secrets);
     let (observed, problems) = world.observe(&desired, store.as_ref()).await;
-    for p in &problems {
-        eprintln!("warning: {}: {}", p.resource, p.message);
-    }
 
     let planned = crate::plan::plan(
         &source.commit,
@@ -295,6 +292,18 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
     for issue in &planned.issues {
         eprintln!("error: {issue}");
     }
+    // A plan that could not see part of the world is not a plan of it: what could not be
+    // observed is named, nothing is planned for it, and the plan fails.
+    for p in &problems {
+        eprintln!("error: could not observe {}: {}", p.resource, p.message);
+    }
+    if !problems.is_empty() {
+        eprintln!(
+            "error: the plan is incomplete: {} could not be observed and nothing is planned for \
+             what they hold; it is not \"no changes\"",
+            count(problems.len(), "resource", "resources")
+        );
+    }
 
     if let Some(out) = &args.out {
         let document = json!({
@@ -304,6 +313,10 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
             "notes": planned.notes,
             "issues": planned.issues,
             "approvals_needed": run_approvals,
+            "unobserved": problems
+                .iter()
+                .map(|p| json!({"resource": p.resource, "reason": p.message}))
+                .collect::<Vec<_>>(),
         });
         let text = match serde_json::to_string_pretty(&document) {
             Ok(t) => t,
@@ -318,13 +331,18 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
         }
     }
 
-    if !planned.issues.is_empty() {
+    if !planned.issues.is_empty() || !problems.is_empty() {
         ExitCode::from(super::EXIT_FINDINGS)
     } else if planned.plan.is_empty() {
         ExitCode::from(super::EXIT_OK)
     } else {
         ExitCode::from(EXIT_CHANGES)
     }
+}
+
+/// `n` with the singular or plural noun.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// One line for a note.

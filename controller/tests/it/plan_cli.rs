@@ -167,7 +167,7 @@ async fn plan_of_invalid_declarations_should_exit_1_with_the_position() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_cluster_whose_secret_is_missing_should_be_reported_and_left_alone() {
+async fn a_cluster_whose_secret_is_missing_should_fail_the_plan_and_name_the_cluster() {
     let pve = SimHandle::start(SimConfig::default()).await.unwrap();
     let sim = modbus_sim(&declarations(&pve.base_url(), 1502)).await;
     let dir = tempfile::tempdir().unwrap();
@@ -206,6 +206,16 @@ async fn a_cluster_whose_secret_is_missing_should_be_reported_and_left_alone() {
         !stdout.contains("Guest/web"),
         "no guest is planned on an unobserved cluster: {stdout}"
     );
-    assert_eq!(code, 3, "the device write is still planned: {stdout}");
+    assert!(
+        stderr.contains("error: could not observe ProxmoxCluster/home:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: the plan is incomplete: 1 resource could not be observed"),
+        "{stderr}"
+    );
+    // Regression: this plan used to exit 3 (or 0 with nothing else to do), as if the
+    // cluster's guests were converged.
+    assert_eq!(code, 1, "an unobserved cluster fails the plan: {stdout}");
     assert_eq!(pve.request_count(), 0);
 }
