@@ -73,9 +73,6 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
 
     // Show the plan first, exactly as `mycopod plan` would.
     let (observed, problems) = world.observe(&desired, Some(&store)).await;
-    for p in &problems {
-        eprintln!("warning: {}: {}", p.resource, p.message);
-    }
     let planned = crate::plan::plan(&source.commit, &desired, &observed, settings.options);
     print!("{}", planned.plan.render());
     for note in &planned.notes {
@@ -83,6 +80,18 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
     }
     for issue in &planned.issues {
         eprintln!("error: {issue}");
+    }
+    // Applying on a partial view could act on what it believes is absent or converged:
+    // nothing is recorded or applied until everything declared can be observed.
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: could not observe {}: {}", p.resource, p.message);
+        }
+        eprintln!(
+            "error: nothing was applied: {} of the declared resources could not be observed",
+            problems.len()
+        );
+        return ExitCode::from(super::EXIT_FINDINGS);
     }
     let trusted = match trusted_policies(&store, &settings.scope, &observed).await {
         Ok(t) => t,

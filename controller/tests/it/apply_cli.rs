@@ -101,3 +101,49 @@ async fn apply_should_refuse_a_plan_that_needs_two_approvers_and_point_at_the_se
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_should_apply_nothing_when_a_declared_device_cannot_be_observed() {
+    within(async {
+        let rig = Rig::start().await;
+        // A port nobody listens on: the device is declared but cannot be observed.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("repo")).unwrap();
+        std::fs::write(
+            dir.path().join("repo/site.yaml"),
+            support::declarations(&rig.pve.base_url(), closed, 2, 0.75),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("mycopod.toml"),
+            support::secrets_toml(&rig.pve.base_url()),
+        )
+        .unwrap();
+
+        let (code, stdout, stderr) = apply_async(dir.path(), &["--approve"]).await;
+        assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(
+            stderr.contains("error: could not observe ModbusDevice/fm-1:"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("error: nothing was applied"), "{stderr}");
+        // Regression: the guests were created although the view was incomplete.
+        assert!(rig.pve.guest(120).is_none(), "nothing applied");
+        let store =
+            mycopod::store::Store::connect(&format!("sqlite://{}/m.db", dir.path().display()))
+                .await
+                .unwrap();
+        for status in mycopod::model::RunStatus::ALL {
+            assert!(
+                store.runs_in_status(*status).await.unwrap().is_empty(),
+                "no run recorded, none {status}"
+            );
+        }
+    })
+    .await;
+}
