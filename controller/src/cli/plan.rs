@@ -44,6 +44,11 @@ pub struct Args {
     /// Write the plan as JSON to this file too.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Plan even though the configured database does not exist (as if nothing was ever
+    /// applied). Without it, a database URL other than the default that names no database
+    /// is an error, since a mistyped URL would silently plan against nothing.
+    #[arg(long)]
+    pub allow_new_database: bool,
 }
 
 /// Where the declarations came from and their files, loaded.
@@ -100,19 +105,23 @@ pub async fn read_source(
 
 /// Opens the configured database for reading, if it exists; never creates one.
 async fn open_store_if_present(url: &str) -> Result<Option<Store>, String> {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        let file = path.split('?').next().unwrap_or(path);
-        if file.is_empty() || !Path::new(file).exists() {
-            return Ok(None);
-        }
+    if sqlite_file_is_absent(url) {
+        return Ok(None);
     }
     Store::connect(url)
         .await
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// Whether `url` names a SQLite file that does not exist (`plan` never creates one).
+fn sqlite_file_is_absent(url: &str) -> bool {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .is_some_and(|path| {
+            let file = path.split('?').next().unwrap_or(path);
+            file.is_empty() || !Path::new(file).exists()
+        })
 }
 
 /// The approvals each action needs (under the `trusted` policies and the commit's, see
@@ -239,6 +248,21 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
         Err(code) => return code,
     };
 
+    if sqlite_file_is_absent(&config.database_url) {
+        let url = crate::store::redact_url(&config.database_url);
+        if config.database_url != Config::default().database_url && !args.allow_new_database {
+            eprintln!(
+                "error: the database {url} does not exist, and plan never creates one; check \
+                 --database-url / MYCOPOD_DATABASE_URL / database_url, or pass \
+                 --allow-new-database to plan as if nothing was ever applied"
+            );
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+        eprintln!(
+            "warning: no database at {url}: planned as if nothing was ever applied (database-held \
+             configuration counts as new; approvals follow the commit's own policies)"
+        );
+    }
     let store = match open_store_if_present(&config.database_url).await {
         Ok(s) => s,
         Err(e) => {

@@ -71,7 +71,12 @@ async fn modbus_sim(yaml: &str) -> Simulator {
 
 fn run_plan(dir: &Path, extra: &[&str]) -> (i32, String, String) {
     let db = format!("sqlite://{}/absent.db", dir.display());
-    let mut args = vec!["plan", "--repo", dir.to_str().unwrap()];
+    let mut args = vec![
+        "plan",
+        "--repo",
+        dir.to_str().unwrap(),
+        "--allow-new-database",
+    ];
     args.extend_from_slice(extra);
     run_mycopod(
         dir,
@@ -186,7 +191,12 @@ async fn a_cluster_whose_secret_is_missing_should_fail_the_plan_and_name_the_clu
         let db = format!("sqlite://{}/absent.db", path.display());
         run_mycopod(
             &path,
-            &["plan", "--repo", path.to_str().unwrap()],
+            &[
+                "plan",
+                "--repo",
+                path.to_str().unwrap(),
+                "--allow-new-database",
+            ],
             &[("PVE_TOKEN", None), ("MYCOPOD_DATABASE_URL", Some(&db))],
         )
     })
@@ -218,4 +228,67 @@ async fn a_cluster_whose_secret_is_missing_should_fail_the_plan_and_name_the_clu
     // cluster's guests were converged.
     assert_eq!(code, 1, "an unobserved cluster fails the plan: {stdout}");
     assert_eq!(pve.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_database_that_does_not_exist_should_stop_the_plan_unless_allowed() {
+    let pve = SimHandle::start(SimConfig::default()).await.unwrap();
+    let sim = modbus_sim(&declarations(&pve.base_url(), 1502)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("site.yaml"),
+        declarations(&pve.base_url(), sim.addr().port()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("mycopod.toml"),
+        support::secrets_toml(&pve.base_url()),
+    )
+    .unwrap();
+    let path = dir.path().to_owned();
+    let (typo, default) = tokio::task::spawn_blocking(move || {
+        let repo = path.to_str().unwrap();
+        // A mistyped URL: refused, rather than planned against nothing.
+        let typo = run_mycopod(
+            &path,
+            &[
+                "plan",
+                "--repo",
+                repo,
+                "--database-url",
+                "sqlite://./mycopdo.db",
+            ],
+            &[("PVE_TOKEN", Some("tok-secret"))],
+        );
+        // The default database, not created yet: planned with a warning.
+        let default = run_mycopod(
+            &path,
+            &["plan", "--repo", repo],
+            &[
+                ("PVE_TOKEN", Some("tok-secret")),
+                ("MYCOPOD_DATABASE_URL", None),
+            ],
+        );
+        (typo, default)
+    })
+    .await
+    .unwrap();
+    let (code, stdout, stderr) = typo;
+    assert_eq!(code, 2, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("the database sqlite://./mycopdo.db does not exist"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--allow-new-database"), "{stderr}");
+    assert!(stdout.is_empty(), "nothing planned: {stdout}");
+    let (code, stdout, stderr) = default;
+    assert_eq!(code, 3, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("warning: no database at sqlite://mycopod.db"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("mycopdo.db").exists() && !dir.path().join("mycopod.db").exists(),
+        "plan never creates a database"
+    );
 }
