@@ -235,9 +235,10 @@ pub async fn run_until_signal(config: &Config, listen: SocketAddr) -> Result<()>
         .with_context(|| format!("listen on {listen}"))?;
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let running = start(config, &env, listener).await?;
-    eprintln!("mycopod: serving the API on http://{}", running.addr);
+    // Through tracing, so that with MYCOPOD_LOG_FORMAT=json every line is JSON.
+    tracing::info!(addr = %running.addr, "serving the API on http://{}", running.addr);
     wait_for_signal().await;
-    eprintln!("mycopod: stopping");
+    tracing::info!("stopping");
     running.shutdown().await;
     Ok(())
 }

@@ -20,8 +20,8 @@ pub struct Args {
 }
 
 /// Logs to standard error: `MYCOPOD_LOG` (or `RUST_LOG`) filters (default `info`);
-/// `MYCOPOD_LOG_FORMAT=json` writes one JSON object per line.
-pub fn init_logging() {
+/// `MYCOPOD_LOG_FORMAT=json` writes one JSON object per line. Returns whether it is JSON.
+pub fn init_logging() -> bool {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MYCOPOD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
@@ -36,11 +36,12 @@ pub fn init_logging() {
     } else {
         builder.try_init()
     };
+    json
 }
 
 /// Runs `mycopod serve` until Ctrl-C or SIGTERM.
 pub async fn run(config: &Config, args: &Args) -> ExitCode {
-    init_logging();
+    let json = init_logging();
     let mut config = config.clone();
     if let Some(repo) = &args.repo {
         config.repo = Some(repo.clone());
@@ -51,6 +52,10 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
     let listen = args.listen.unwrap_or(config.listen);
     match crate::serve::run_until_signal(&config, listen).await {
         Ok(()) => ExitCode::from(super::EXIT_OK),
+        Err(e) if json => {
+            tracing::error!(error = %format!("{e:#}"), "serve failed");
+            ExitCode::from(super::EXIT_USAGE)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(super::EXIT_USAGE)
@@ -60,7 +65,7 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
 
 /// Runs `mycopod demo` until Ctrl-C.
 pub async fn demo(args: &crate::demo::Args, database_url: Option<String>) -> ExitCode {
-    init_logging();
+    let _ = init_logging();
     match crate::demo::run(args, database_url).await {
         Ok(()) => ExitCode::from(super::EXIT_OK),
         Err(e) => {

@@ -20,6 +20,7 @@ mod crash;
 mod driver;
 mod plan_cli;
 mod run_lifecycle;
+mod serve_log;
 mod store_cli;
 mod store_concurrency;
 mod store_conformance;
