@@ -209,7 +209,7 @@ impl ProxmoxError {
 
     /// True when retrying the same call may succeed.
     pub fn is_transient(&self) -> bool {
-        self.class() == ErrorClass::Transient
+        self.class().is_transient()
     }
 
     /// The HTTP status of an API error, if this is one.

@@ -48,7 +48,7 @@ mod telemetry;
 pub mod ui;
 mod webhook;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use axum::Router;
@@ -67,6 +67,7 @@ pub use error::{ApiError, ErrorCode};
 pub use limits::{RateLimit, RateLimits};
 pub use session::Body;
 
+pub use crate::clock::Clock;
 use crate::config::Config;
 use crate::control::Control;
 use crate::store::Store;
@@ -226,49 +227,6 @@ impl ApiSettings {
         // Plain HTTP on loopback (the default listener, the demo) cannot use Secure cookies.
         settings.auth.secure_cookies = !config.listen.ip().is_loopback();
         Ok(settings)
-    }
-}
-
-/// The time as the API sees it: the system clock, or a manual clock that tests set (so the
-/// lockout and token expiry can be tested without sleeping).
-#[derive(Debug, Clone, Default)]
-pub struct Clock {
-    manual: Option<Arc<Mutex<DateTime<Utc>>>>,
-}
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Clock {
-        Clock { manual: None }
-    }
-
-    /// A clock that stays at `start` until it is set or advanced.
-    pub fn manual(start: DateTime<Utc>) -> Clock {
-        Clock {
-            manual: Some(Arc::new(Mutex::new(start))),
-        }
-    }
-
-    /// The current time.
-    pub fn now(&self) -> DateTime<Utc> {
-        match &self.manual {
-            None => Utc::now(),
-            Some(t) => match t.lock() {
-                Ok(t) => *t,
-                Err(poisoned) => *poisoned.into_inner(),
-            },
-        }
-    }
-
-    /// Moves a manual clock forward; does nothing on the system clock.
-    pub fn advance(&self, by: Duration) {
-        if let Some(t) = &self.manual {
-            let mut t = match t.lock() {
-                Ok(t) => t,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            *t += by;
-        }
     }
 }
 

@@ -7,7 +7,6 @@
 //! whose plan hash no longer matches a fresh plan is superseded, never applied.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +16,7 @@ use serde_json::json;
 use super::apply::ApplyError;
 use super::decide::{Gate, KnownRun, Next, decide, gate, new_run_requirement};
 use super::observe::{LiveWorld, ObserveProblem};
+use crate::clock::Clock;
 use crate::model::{ActionStatus, RunStatus, Trigger};
 use crate::plan::{Action, Options, Planned, plan};
 use crate::policy::{
@@ -65,33 +65,6 @@ pub struct RunSettings {
     /// window is checked against it before each phase. The decision to apply uses the
     /// reconcile's `now`; applying takes time, so what follows reads this clock.
     pub clock: Clock,
-}
-
-/// The wall clock of the apply path; tests give a fixed one.
-#[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
-
-impl Clock {
-    /// The system's clock.
-    pub fn system() -> Clock {
-        Clock(Arc::new(Utc::now))
-    }
-
-    /// A clock that always reads `at`.
-    pub fn fixed(at: DateTime<Utc>) -> Clock {
-        Clock(Arc::new(move || at))
-    }
-
-    /// The time now.
-    pub fn now(&self) -> DateTime<Utc> {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Clock(..)")
-    }
 }
 
 /// A leader's fence and how long its lease lasts when renewed.
@@ -282,31 +255,25 @@ pub async fn reconcile_report(
         &known(&approved),
         &known(&waiting),
     );
-    for &id in &decision.supersede_approved {
-        store
-            .transition_run(
-                id,
-                RunStatus::Approved,
-                RunStatus::Superseded,
-                CONTROLLER,
-                Some("the world or the declarations changed after approval; planned again"),
-                now,
-            )
-            .await
-            .map_err(db)?;
-    }
-    for &id in &decision.supersede_waiting {
-        store
-            .transition_run(
-                id,
-                RunStatus::AwaitingApproval,
-                RunStatus::Superseded,
-                CONTROLLER,
-                Some("nothing left to do"),
-                now,
-            )
-            .await
-            .map_err(db)?;
+    let superseded = [
+        (
+            &decision.supersede_approved,
+            RunStatus::Approved,
+            "the world or the declarations changed after approval; planned again",
+        ),
+        (
+            &decision.supersede_waiting,
+            RunStatus::AwaitingApproval,
+            "nothing left to do",
+        ),
+    ];
+    for (ids, from, why) in superseded {
+        for &id in ids {
+            store
+                .transition_run(id, from, RunStatus::Superseded, CONTROLLER, Some(why), now)
+                .await
+                .map_err(db)?;
+        }
     }
     match decision.next {
         Next::InSync => return Ok(waited(Outcome::InSync, problems, desired, planned)),

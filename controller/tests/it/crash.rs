@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+
+use crate::support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -28,19 +30,6 @@ fn declarations(pve: &str) -> String {
         ));
     }
     yaml
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
 }
 
 fn serve(config: &Path) -> Child {
@@ -92,28 +81,9 @@ async fn a_serve_killed_while_applying_should_converge_without_creating_anything
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        std::fs::create_dir_all(&repo).unwrap();
-        git(&repo, &["init", "--quiet", "--initial-branch=main"]);
-        std::fs::write(repo.join("site.yaml"), declarations(&pve.base_url())).unwrap();
-        git(&repo, &["add", "--all"]);
-        git(&repo, &["commit", "--quiet", "-m", "three containers"]);
+        let config =
+            support::serve_setup(dir.path(), &declarations(&pve.base_url()), &pve.base_url());
         let db = dir.path().join("m.db");
-        let config = dir.path().join("mycopod.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "database_url = \"sqlite://{}\"\nrepo = \"{}\"\ncache_dir = \"{}\"\n\
-                 listen = \"127.0.0.1:0\"\npoll_interval = \"1s\"\n\
-                 jwt_secret = \"crash-test-secret-of-at-least-32-bytes\"\n\
-                 [[secrets]]\nenv = \"PVE_TOKEN\"\ndestinations = [\"{}\"]\n",
-                db.display(),
-                repo.display(),
-                dir.path().join("cache").display(),
-                pve.base_url()
-            ),
-        )
-        .unwrap();
 
         let mut first = serve(&config);
         // Kill it once the first create has reached the simulator (its task still runs).

@@ -18,7 +18,7 @@ use mycopod::reconcile::run::RunSettings;
 use mycopod::store::{RunFilter, Store};
 use mycopod_adapters::git::GitAuth;
 use mycopod_adapters::modbus::Value;
-use support::{Rig, within};
+use support::{Rig, git, within};
 
 struct Repo {
     dir: tempfile::TempDir,
@@ -44,20 +44,6 @@ impl Repo {
             .trim()
             .to_owned()
     }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn settings(rig: &Rig, repo: &str, cache: &Path) -> LoopSettings {

@@ -10,9 +10,10 @@ use crate::support;
 use std::time::Duration;
 
 use chrono::{TimeZone as _, Utc};
+use mycopod::clock::Clock;
 use mycopod::model::{ActionStatus, Decision, RunStatus, Trigger};
 use mycopod::reconcile::observe::LiveWorld;
-use mycopod::reconcile::run::{Clock, Outcome, RunSettings, reconcile};
+use mycopod::reconcile::run::{Outcome, RunSettings, reconcile};
 use mycopod::store::StoreError;
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::proxmox::sim::SimStatus;
@@ -492,7 +493,7 @@ async fn applying_should_stamp_and_check_windows_with_its_own_clock_not_the_reco
         // The reconcile starts inside the window, but by the time applying begins (its clock)
         // the window has closed: nothing is applied, and each skip is stamped with that time.
         let mut late = settings();
-        late.clock = Clock::fixed(after);
+        late.clock = Clock::manual(after);
         let outcome = reconcile_at(late).await;
         assert!(
             matches!(outcome, Outcome::Applied { run_id: id, .. } if id == run_id),

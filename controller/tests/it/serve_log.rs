@@ -2,63 +2,28 @@
 //! reconcile to a clean stop on SIGTERM, is one JSON object (log shippers parse each line).
 
 use std::io::Read as _;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mycopod_adapters::proxmox::sim::{SimConfig, SimHandle, SimStatus};
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-}
+use crate::support;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_line_of_a_json_serve_log_should_be_a_json_object() {
     tokio::time::timeout(Duration::from_secs(120), async {
         let pve = SimHandle::start(SimConfig::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        std::fs::create_dir_all(&repo).unwrap();
-        git(&repo, &["init", "--quiet", "--initial-branch=main"]);
-        std::fs::write(
-            repo.join("site.yaml"),
-            format!(
-                "apiVersion: mycopod/v1\nkind: ProxmoxCluster\nmetadata: {{name: home}}\nspec:\n  \
-                 endpoint: {}\n  auth: {{tokenId: \"mycopod@pve!gitops\", secretEnv: PVE_TOKEN}}\n  \
-                 defaultNode: pve1\n---\napiVersion: mycopod/v1\nkind: Guest\n\
-                 metadata: {{name: alpha}}\nspec:\n  cluster: home\n  type: lxc\n  vmid: 301\n  \
-                 state: running\n  ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\n  \
-                 cores: 1\n  memory: 256MiB\n  rootfs: {{storage: local-lvm, size: 2G}}\n",
-                pve.base_url()
-            ),
-        )
-        .unwrap();
-        git(&repo, &["add", "--all"]);
-        git(&repo, &["commit", "--quiet", "-m", "one container"]);
-        let config = dir.path().join("mycopod.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "database_url = \"sqlite://{}\"\nrepo = \"{}\"\ncache_dir = \"{}\"\n\
-                 listen = \"127.0.0.1:0\"\npoll_interval = \"1s\"\n\
-                 jwt_secret = \"json-log-test-secret-of-at-least-32-bytes\"\n\
-                 [[secrets]]\nenv = \"PVE_TOKEN\"\ndestinations = [\"{}\"]\n",
-                dir.path().join("m.db").display(),
-                repo.display(),
-                dir.path().join("cache").display(),
-                pve.base_url()
-            ),
-        )
-        .unwrap();
+        let yaml = format!(
+            "apiVersion: mycopod/v1\nkind: ProxmoxCluster\nmetadata: {{name: home}}\nspec:\n  \
+            endpoint: {}\n  auth: {{tokenId: \"mycopod@pve!gitops\", secretEnv: PVE_TOKEN}}\n  \
+            defaultNode: pve1\n---\napiVersion: mycopod/v1\nkind: Guest\n\
+            metadata: {{name: alpha}}\nspec:\n  cluster: home\n  type: lxc\n  vmid: 301\n  \
+            state: running\n  ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\n  \
+            cores: 1\n  memory: 256MiB\n  rootfs: {{storage: local-lvm, size: 2G}}\n",
+            pve.base_url()
+        );
+        let config = support::serve_setup(dir.path(), &yaml, &pve.base_url());
 
         let mut child = Command::new(env!("CARGO_BIN_EXE_mycopod"))
             .args(["--config", config.to_str().unwrap(), "serve"])
@@ -71,8 +36,14 @@ async fn every_line_of_a_json_serve_log_should_be_a_json_object() {
             .unwrap();
         // Let it reconcile once, so the loop's own lines are in the log too.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        while pve.guest(301).is_none_or(|g| g.status != SimStatus::Running) {
-            assert!(tokio::time::Instant::now() < deadline, "the guest never ran");
+        while pve
+            .guest(301)
+            .is_none_or(|g| g.status != SimStatus::Running)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the guest never ran"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let term = Command::new("kill")
@@ -84,8 +55,18 @@ async fn every_line_of_a_json_serve_log_should_be_a_json_object() {
             let status = child.wait().unwrap();
             let mut out = String::new();
             let mut err = String::new();
-            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             (status, out, err)
         })
         .await
@@ -106,7 +87,9 @@ async fn every_line_of_a_json_serve_log_should_be_a_json_object() {
             .filter_map(|v| v["fields"]["message"].as_str().map(str::to_owned))
             .collect();
         assert!(
-            messages.iter().any(|m| m.starts_with("serving the API on http://")),
+            messages
+                .iter()
+                .any(|m| m.starts_with("serving the API on http://")),
             "{messages:?}"
         );
         assert!(messages.iter().any(|m| m == "stopping"), "{messages:?}");

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -222,4 +223,49 @@ pub fn run_mycopod(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `git` in `dir` as a fixed test identity and returns what it printed; fails the test
+/// when git fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// For tests that run `mycopod serve`: a Git repository `dir/repo` whose one commit holds
+/// `yaml` as `site.yaml`, and a `dir/mycopod.toml` that serves it on a free port with the
+/// database `dir/m.db`, polling every second, `PVE_TOKEN` listed for `pve_url`. Returns the
+/// configuration's path.
+pub fn serve_setup(dir: &Path, yaml: &str, pve_url: &str) -> PathBuf {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(repo.join("site.yaml"), yaml).unwrap();
+    git(&repo, &["add", "--all"]);
+    git(&repo, &["commit", "--quiet", "-m", "declarations"]);
+    let config = dir.join("mycopod.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"sqlite://{}\"\nrepo = \"{}\"\ncache_dir = \"{}\"\n\
+             listen = \"127.0.0.1:0\"\npoll_interval = \"1s\"\n\
+             jwt_secret = \"serve-test-secret-of-at-least-32-bytes\"\n\
+             [[secrets]]\nenv = \"PVE_TOKEN\"\ndestinations = [\"{}\"]\n",
+            dir.join("m.db").display(),
+            repo.display(),
+            dir.join("cache").display(),
+            pve_url
+        ),
+    )
+    .unwrap();
+    config
 }
