@@ -956,7 +956,7 @@ impl Store {
     }
 
     /// Records the outside system's reference of a running action (e.g. a Proxmox UPID) so a
-    /// restarted controller can check it before retrying.
+    /// restarted controller, and the operator, can find the task that was doing its work.
     pub async fn set_action_external_ref(
         &self,
         id: i64,

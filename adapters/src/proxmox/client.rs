@@ -167,6 +167,8 @@ pub struct ApplyOutcome {
 #[derive(Clone)]
 pub struct ProxmoxClient {
     inner: Arc<Inner>,
+    /// Hears the UPID of every task this handle starts, before the task is waited for.
+    tasks: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 struct Inner {
@@ -249,7 +251,18 @@ impl ProxmoxClient {
                 ticket: Mutex::new(None),
                 guest_locks: std::sync::Mutex::new(HashMap::new()),
             }),
+            tasks: None,
         })
+    }
+
+    /// A handle on the same client that sends the UPID of each task it starts to `sink` as
+    /// soon as PVE answers with it, so the caller can record which task is doing its work
+    /// while that task still runs.
+    pub fn reporting_tasks_to(&self, sink: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
+        ProxmoxClient {
+            inner: Arc::clone(&self.inner),
+            tasks: Some(sink),
+        }
     }
 
     /// The configuration the client was built with.
@@ -636,7 +649,14 @@ impl ProxmoxClient {
         };
         let data = self.call(method, segments, query, body).await?;
         match data.as_str() {
-            Some(upid) if upid.starts_with("UPID:") => self.wait_task(upid, label).await,
+            Some(upid) if upid.starts_with("UPID:") => {
+                if let Some(sink) = &self.tasks {
+                    // The receiver may be gone (the caller stopped listening); the task is
+                    // waited for all the same.
+                    let _ = sink.send(upid.to_owned());
+                }
+                self.wait_task(upid, label).await
+            }
             _ => Ok(()),
         }
     }

@@ -16,6 +16,7 @@ use mycopod_adapters::proxmox::compare::{CreateSource, compare, update_for};
 use mycopod_adapters::proxmox::error::ProxmoxError;
 use mycopod_specs::DesiredState;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::observe::LiveWorld;
 use crate::model::ConfigKind;
@@ -84,6 +85,19 @@ impl ApplyError {
     }
 }
 
+/// Where applying an action records what it did.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyContext<'a> {
+    /// The database for owned keys and database-held configuration (none in a dry setup).
+    pub store: Option<&'a Store>,
+    /// The commit the action comes from.
+    pub commit: &'a str,
+    /// The time written beside what is recorded.
+    pub now: DateTime<Utc>,
+    /// Hears the UPID of each PVE task the action starts, as soon as PVE answers with it.
+    pub tasks: Option<&'a UnboundedSender<String>>,
+}
+
 /// What applying an action left to do by hand.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -130,20 +144,18 @@ impl LiveWorld {
         desired: &DesiredState,
         observed: &Observed,
         action: &Action,
-        store: Option<&Store>,
-        commit: &str,
-        now: DateTime<Utc>,
+        at: ApplyContext<'_>,
     ) -> Result<Applied, ApplyError> {
+        let ApplyContext {
+            store, commit, now, ..
+        } = at;
         let key = action.key.clone();
         let precondition = |message: String| ApplyError::Precondition {
             action: key.clone(),
             message,
         };
         match action.resource.kind {
-            ResourceKind::Guest => {
-                self.apply_guest(desired, observed, action, store, now)
-                    .await
-            }
+            ResourceKind::Guest => self.apply_guest(desired, observed, action, at).await,
             ResourceKind::ModbusDevice => {
                 let name = action.resource.name.as_str();
                 let device = desired
@@ -214,9 +226,11 @@ impl LiveWorld {
         desired: &DesiredState,
         observed: &Observed,
         action: &Action,
-        store: Option<&Store>,
-        now: DateTime<Utc>,
+        at: ApplyContext<'_>,
     ) -> Result<Applied, ApplyError> {
+        let ApplyContext {
+            store, now, tasks, ..
+        } = at;
         let key = action.key.clone();
         let precondition = |message: String| ApplyError::Precondition {
             action: key.clone(),
@@ -261,6 +275,14 @@ impl LiveWorld {
                 "no client for cluster {cluster} (check its credentials)"
             ))
         })?;
+        let reporting;
+        let client = match tasks {
+            Some(sink) => {
+                reporting = client.reporting_tasks_to(sink.clone());
+                &reporting
+            }
+            None => client,
+        };
         let seen: Option<&ObservedGuest> = observed
             .clusters
             .get(&cluster)

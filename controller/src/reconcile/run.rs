@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use mycopod_specs::{DesiredState, Loaded};
 use serde_json::json;
 
-use super::apply::ApplyError;
+use super::apply::{ApplyContext, ApplyError};
 use super::decide::{Gate, KnownRun, Next, decide, gate, new_run_requirement};
 use super::observe::{LiveWorld, ObserveProblem};
 use crate::clock::Clock;
@@ -836,16 +836,17 @@ async fn execute(
                 message: "not run: its state was changed by another writer".to_owned(),
             }));
         }
-        let result = world
-            .apply(
-                desired,
-                observed,
-                action,
-                Some(store),
-                &planned.plan.commit,
-                settings.clock.now(),
-            )
-            .await;
+        let result = apply_recording_tasks(
+            store,
+            world,
+            settings,
+            desired,
+            observed,
+            action,
+            row.id,
+            &planned.plan.commit,
+        )
+        .await;
         match result {
             Err(e) if e.is_transient() && !e.is_conflict() && attempt < settings.attempts => {
                 tracing::warn!(action = %action.key, attempt, error = %e, "transient failure, retrying");
@@ -889,6 +890,46 @@ async fn execute(
     Ok(result.map(|_| ()))
 }
 
+/// Applies one action while writing the UPID of each PVE task it starts into the action's
+/// `external_ref` as soon as PVE answers, so a run that is interrupted while waiting still
+/// names the task that was doing its work. Failing to record a UPID is logged, never fatal:
+/// the action's own outcome is what counts.
+#[allow(clippy::too_many_arguments)]
+async fn apply_recording_tasks(
+    store: &Store,
+    world: &LiveWorld,
+    settings: &RunSettings,
+    desired: &DesiredState,
+    observed: &crate::plan::Observed,
+    action: &Action,
+    action_id: i64,
+    commit: &str,
+) -> Result<super::apply::Applied, ApplyError> {
+    let (sink, mut tasks) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let applying = async move {
+        let at = ApplyContext {
+            store: Some(store),
+            commit,
+            now: settings.clock.now(),
+            tasks: Some(&sink),
+        };
+        world.apply(desired, observed, action, at).await
+        // `sink` drops here, which ends the recording loop below.
+    };
+    let recording = async {
+        while let Some(upid) = tasks.recv().await {
+            if let Err(e) = store
+                .set_action_external_ref(action_id, &upid, settings.clock.now())
+                .await
+            {
+                tracing::warn!(action = %action.key, %upid, error = %e, "could not record the task's UPID");
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(applying, recording);
+    result
+}
+
 fn describe(e: &ApplyError) -> String {
     if e.is_conflict() {
         format!("{e} (changed since the plan was made; the next reconcile plans again)")
@@ -914,11 +955,20 @@ pub async fn recover_interrupted(
             let (to, why) = match action.status {
                 ActionStatus::Running => (
                     ActionStatus::Failed,
-                    "interrupted by a restart while running; the next plan shows whether it took effect",
+                    match &action.external_ref {
+                        Some(task) => format!(
+                            "interrupted by a restart while running (its PVE task was {task}); \
+                             the next plan shows whether it took effect"
+                        ),
+                        None => "interrupted by a restart while running; the next plan shows \
+                                 whether it took effect"
+                            .to_owned(),
+                    },
                 ),
-                ActionStatus::Pending | ActionStatus::Waiting => {
-                    (ActionStatus::Skipped, "not run: the controller restarted")
-                }
+                ActionStatus::Pending | ActionStatus::Waiting => (
+                    ActionStatus::Skipped,
+                    "not run: the controller restarted".to_owned(),
+                ),
                 _ => continue,
             };
             store
@@ -927,7 +977,7 @@ pub async fn recover_interrupted(
                     action.status,
                     to,
                     &ActionUpdate {
-                        error: Some(why.to_owned()),
+                        error: Some(why),
                         external_ref: None,
                     },
                     fence,

@@ -9,6 +9,7 @@ use crate::support;
 
 use chrono::Utc;
 use mycopod::model::ConfigKind;
+use mycopod::reconcile::apply::ApplyContext;
 use mycopod::reconcile::observe::LiveWorld;
 use mycopod_adapters::modbus::Value;
 use mycopod_adapters::proxmox::sim::SimStatus;
@@ -124,9 +125,12 @@ async fn an_update_planned_before_a_concurrent_change_should_be_refused_as_a_con
                 &wider,
                 &observed,
                 update,
-                Some(&rig.store),
-                "c2",
-                Utc::now(),
+                ApplyContext {
+                    store: Some(&rig.store),
+                    commit: "c2",
+                    now: Utc::now(),
+                    tasks: None,
+                },
             )
             .await
             .expect_err("a stale digest must be refused");

@@ -86,11 +86,29 @@ async fn a_serve_killed_while_applying_should_converge_without_creating_anything
         let db = dir.path().join("m.db");
 
         let mut first = serve(&config);
-        // Kill it once the first create has reached the simulator (its task still runs).
         wait_until("the first create request", || async {
             GUESTS
                 .iter()
                 .any(|(vmid, _)| create_requests(&pve, *vmid) > 0)
+        })
+        .await;
+        // The run is recorded before anything is applied, so the database exists by now.
+        let store = Store::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        // Kill it once a running action has recorded its PVE task (which still runs).
+        wait_until("a running action to record its task", || async {
+            let runs = store.list_runs(&RunFilter::default()).await.unwrap().runs;
+            let mut recorded = false;
+            for run in runs {
+                recorded |= store.list_actions(run.id).await.unwrap().iter().any(|a| {
+                    a.status == ActionStatus::Running
+                        && a.external_ref
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with("UPID:"))
+                });
+            }
+            recorded
         })
         .await;
         first.kill().unwrap(); // SIGKILL
@@ -102,9 +120,6 @@ async fn a_serve_killed_while_applying_should_converge_without_creating_anything
             "killed before the run got to starting the guests"
         );
 
-        let store = Store::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
         let interrupted = store.list_runs(&RunFilter::default()).await.unwrap().runs;
         assert_eq!(interrupted.len(), 1);
         assert_eq!(
@@ -167,6 +182,14 @@ async fn a_serve_killed_while_applying_should_converge_without_creating_anything
                     .as_deref()
                     .is_some_and(|e| e.contains("interrupted"))),
             "the action in flight is recorded as interrupted: {actions:#?}"
+        );
+        // ... and names the PVE task it had started, so an operator can look it up.
+        assert!(
+            actions.iter().any(|a| a.status == ActionStatus::Failed
+                && a.external_ref
+                    .as_deref()
+                    .is_some_and(|task| a.last_error.as_deref().is_some_and(|e| e.contains(task)))),
+            "the interrupted action names its task: {actions:#?}"
         );
         store.close().await;
     })

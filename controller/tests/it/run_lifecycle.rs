@@ -12,10 +12,12 @@ use std::time::Duration;
 use chrono::{TimeZone as _, Utc};
 use mycopod::clock::Clock;
 use mycopod::model::{ActionStatus, Decision, RunStatus, Trigger};
+use mycopod::reconcile::apply::ApplyContext;
 use mycopod::reconcile::observe::LiveWorld;
 use mycopod::reconcile::run::{Outcome, RunSettings, reconcile};
 use mycopod::store::StoreError;
 use mycopod_adapters::modbus::Value;
+use mycopod_adapters::proxmox::api::Upid;
 use mycopod_adapters::proxmox::sim::SimStatus;
 use support::{Rig, within};
 
@@ -161,6 +163,44 @@ async fn changes_needing_no_approval_should_apply_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn each_guest_action_should_record_the_pve_task_that_did_its_work() {
+    within(async {
+        let rig = Rig::start().await;
+        rig.modbus.set_value("cutoff", &Value::Float(0.75)).unwrap();
+        let world = LiveWorld::new(&rig.desired(2), &rig.env);
+        let outcome = reconcile_text(&rig, &world, "c1", &rig.yaml(2, 0.75)).await;
+        let Outcome::Applied { run_id, .. } = outcome else {
+            panic!("expected an applied run, got {outcome:?}")
+        };
+        let actions = rig.store.list_actions(run_id).await.unwrap();
+        let task_of = |key: &str| {
+            let action = actions
+                .iter()
+                .find(|a| a.key == key)
+                .unwrap_or_else(|| panic!("no action {key} in {actions:#?}"));
+            let upid: Upid = action
+                .external_ref
+                .as_deref()
+                .unwrap_or_else(|| panic!("{key} recorded no task: {action:#?}"))
+                .parse()
+                .unwrap();
+            upid
+        };
+        let create = task_of("Guest/web:create");
+        assert_eq!(
+            (create.task_type.as_str(), create.id.as_str()),
+            ("qmcreate", "120")
+        );
+        let start = task_of("Guest/web:start");
+        assert_eq!(
+            (start.task_type.as_str(), start.id.as_str()),
+            ("qmstart", "120")
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_newer_commit_should_supersede_a_waiting_run() {
     within(async {
         let rig = Rig::start().await;
@@ -295,7 +335,17 @@ async fn a_run_interrupted_while_applying_should_converge_without_repeating_what
             .find(|a| a.key == "Guest/web:create")
             .unwrap();
         world
-            .apply(&d, &observed, action, Some(&rig.store), "c1", Utc::now())
+            .apply(
+                &d,
+                &observed,
+                action,
+                ApplyContext {
+                    store: Some(&rig.store),
+                    commit: "c1",
+                    now: Utc::now(),
+                    tasks: None,
+                },
+            )
             .await
             .unwrap();
 

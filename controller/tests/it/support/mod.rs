@@ -183,7 +183,17 @@ impl Rig {
         assert!(planned.issues.is_empty(), "{:?}", planned.issues);
         for action in &planned.plan.actions {
             world
-                .apply(d, &observed, action, Some(&self.store), "c1", Utc::now())
+                .apply(
+                    d,
+                    &observed,
+                    action,
+                    mycopod::reconcile::apply::ApplyContext {
+                        store: Some(&self.store),
+                        commit: "c1",
+                        now: Utc::now(),
+                        tasks: None,
+                    },
+                )
                 .await
                 .unwrap_or_else(|e| panic!("apply {}: {e}", action.key));
         }
