@@ -92,6 +92,17 @@ pub struct ControllerStatus {
     pub last_reconcile_failed: bool,
     /// Every declared resource with its sync state, sorted by kind and name.
     pub resources: Vec<ResourceStatus>,
+    /// What the last reconcile could not observe; nothing was planned for these.
+    pub unobserved: Vec<Unobserved>,
+}
+
+/// Something declared that the last reconcile could not observe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unobserved {
+    /// `ProxmoxCluster/home`, `ModbusDevice/fm-1`.
+    pub resource: String,
+    /// Why it could not be observed.
+    pub reason: String,
 }
 
 impl ControllerStatus {
@@ -107,6 +118,7 @@ impl ControllerStatus {
             last_outcome: None,
             last_reconcile_failed: false,
             resources: Vec::new(),
+            unobserved: Vec::new(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `GET /api/v1/status`: the controller's status (commit, last fetch and its error, leadership,
-//! the last reconcile's outcome, and counts of resources per sync state). Reads the shared
+//! the last reconcile's outcome, what it could not observe, and counts of resources per sync
+//! state). Reads the shared
 //! [`crate::control::Control`]; never touches the outside world.
 
 use std::collections::BTreeMap;
@@ -50,6 +51,7 @@ async fn get_status(
         "last_reconcile_at": status.last_reconcile_at,
         "last_outcome": status.last_outcome,
         "last_reconcile_failed": status.last_reconcile_failed,
+        "unobserved": status.unobserved,
         "resources": counts,
     })))
 }

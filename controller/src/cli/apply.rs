@@ -116,8 +116,8 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
             Utc::now(),
         )
         .await;
-        let outcome = match outcome {
-            Ok((outcome, _)) => outcome,
+        let (outcome, problems) = match outcome {
+            Ok(reconciled) => reconciled,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(super::EXIT_FINDINGS);
@@ -131,6 +131,13 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
                 } else {
                     super::EXIT_FINDINGS
                 });
+            }
+            Outcome::ObservationFailed => {
+                eprintln!("error: nothing was applied: something declared could not be observed");
+                for p in &problems {
+                    eprintln!("  {}: {}", p.resource, p.message);
+                }
+                return ExitCode::from(super::EXIT_FINDINGS);
             }
             Outcome::Invalid { .. } => return ExitCode::from(super::EXIT_FINDINGS),
             Outcome::WaitingForWindow { run_id, opens_at } => {

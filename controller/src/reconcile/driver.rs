@@ -24,7 +24,7 @@ use super::run::{
     Fencing, Outcome, Reconciled, RunSettings, reconcile_report, recover_interrupted,
 };
 use super::status::resource_statuses;
-use crate::control::{Control, SyncState, TriggerRequest};
+use crate::control::{Control, SyncState, TriggerRequest, Unobserved};
 use crate::declarations::expand::{Expansion, expand};
 use crate::desired::Snapshot;
 use crate::events::Event;
@@ -120,6 +120,9 @@ pub struct Driver {
     current: Option<(String, Loaded)>,
     /// The commit the last finished reconcile was for.
     reconciled: Option<String>,
+    /// The last reconcile could not observe something: the next poll observes again, even
+    /// of an unchanged commit.
+    observe_again: bool,
     /// The clients, rebuilt when the declared clusters or devices change.
     world: Option<(String, Arc<LiveWorld>)>,
     failures: u32,
@@ -149,6 +152,7 @@ impl Driver {
             leadership: Leadership::None,
             current: None,
             reconciled: None,
+            observe_again: false,
             world: None,
             failures: 0,
             pusher: None,
@@ -383,7 +387,7 @@ impl Driver {
         };
         let unchanged = self.reconciled.as_deref() == Some(commit.as_str());
         let top = reasons.iter().max().copied().unwrap_or(Reason::Poll);
-        if unchanged && top == Reason::Poll {
+        if unchanged && top == Reason::Poll && !self.observe_again {
             // Nothing new: reconcile only if approved work waits (e.g. for a time window).
             let approved = self
                 .store
@@ -443,6 +447,14 @@ impl Driver {
             tracing::warn!(resource = %p.resource, "{}", p.message);
         }
         self.record(&commit, &report, &declarations).await;
+        self.observe_again = !report.problems.is_empty();
+        if self.observe_again {
+            // Not converged and not reconciled: the next poll observes again rather than
+            // taking what could not be seen as settled. (A commit reconciled before stays
+            // so, so that what is found then counts as drift.)
+            metrics::counter!("mycopod_observation_failures_total").increment(1);
+            return Ok(());
+        }
         let converged = matches!(
             report.outcome,
             Outcome::InSync
@@ -539,13 +551,23 @@ impl Driver {
             resource.sync = sync;
             resource.details = vec![detail];
         }
-        let outcome = describe(&report.outcome);
+        let outcome = describe(report);
+        let unobserved: Vec<Unobserved> = report
+            .problems
+            .iter()
+            .map(|p| Unobserved {
+                resource: p.resource.clone(),
+                reason: p.message.clone(),
+            })
+            .collect();
+        metrics::gauge!("mycopod_unobserved_resources").set(unobserved.len() as f64);
         tracing::info!(outcome = %outcome, commit = %commit, "reconciled");
         self.control.update_status(|s| {
             s.last_reconcile_at = Some(now);
             s.last_outcome = Some(outcome);
             s.last_reconcile_failed = false;
             s.resources = resources;
+            s.unobserved = unobserved;
         });
         if let Some((github, repo)) = &self.settings.github {
             let (state, text) = match &report.outcome {
@@ -553,6 +575,7 @@ impl Driver {
                     CommitState::Success,
                     "in sync: nothing to change".to_owned(),
                 ),
+                Outcome::ObservationFailed => (CommitState::Failure, describe(report)),
                 Outcome::Invalid { run_id } => (
                     CommitState::Failure,
                     format!("run {run_id}: the declarations do not validate"),
@@ -593,16 +616,35 @@ fn summary(report: &Reconciled) -> String {
         .unwrap_or_default()
 }
 
-fn describe(outcome: &Outcome) -> String {
-    match outcome {
+/// The status line of a reconcile; what could not be observed is always said.
+fn describe(report: &Reconciled) -> String {
+    let done = match &report.outcome {
         Outcome::InSync => "in sync".to_owned(),
+        Outcome::ObservationFailed => "observation failed".to_owned(),
         Outcome::Invalid { run_id } => format!("invalid: run {run_id}"),
         Outcome::Waiting { run_id } => format!("waiting for approval: run {run_id}"),
         Outcome::WaitingForWindow { run_id, opens_at } => {
             format!("run {run_id} approved, {}", window_text(*opens_at))
         }
         Outcome::Applied { run_id, status } => format!("applied run {run_id}: {status}"),
+    };
+    if report.problems.is_empty() {
+        return done;
     }
+    let unobserved: Vec<String> = report
+        .problems
+        .iter()
+        .map(|p| format!("{}: {}", p.resource, p.message))
+        .collect();
+    let lead = if report.outcome == Outcome::ObservationFailed {
+        done
+    } else {
+        format!("{done}; observation failed")
+    };
+    format!(
+        "{lead} (not observed, nothing planned for it: {})",
+        unobserved.join("; ")
+    )
 }
 
 /// "waits for window opening at …", as the status and commit status say it.

@@ -101,6 +101,9 @@ impl RunSettings {
 pub enum Outcome {
     /// The world matches the commit: no run recorded.
     InSync,
+    /// Nothing to do was found, but something declared could not be observed (the report's
+    /// `problems` say what and why): never reported as in sync.
+    ObservationFailed,
     /// The commit's declarations do not validate: recorded (or already recorded) as invalid.
     Invalid {
         /// The invalid run.
@@ -276,7 +279,15 @@ pub async fn reconcile_report(
         }
     }
     match decision.next {
-        Next::InSync => return Ok(waited(Outcome::InSync, problems, desired, planned)),
+        Next::InSync => {
+            // An empty plan over what could not be seen is not convergence.
+            let outcome = if problems.is_empty() {
+                Outcome::InSync
+            } else {
+                Outcome::ObservationFailed
+            };
+            return Ok(waited(outcome, problems, desired, planned));
+        }
         Next::StillWaiting { run_id } => {
             return Ok(waited(
                 Outcome::Waiting { run_id },

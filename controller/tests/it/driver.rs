@@ -712,3 +712,66 @@ async fn a_model_answering_garbage_should_fail_only_its_declaration() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_that_cannot_be_observed_should_fail_the_status_not_look_in_sync() {
+    use mycopod_adapters::proxmox::sim::Fault;
+    within(async {
+        let rig = Rig::start().await;
+        // Only automatic verbs: the first reconcile converges on its own.
+        rig.modbus.set_value("cutoff", &Value::Float(0.75)).unwrap();
+        let repo = Repo::new();
+        repo.commit(&rig.yaml(2, 0.75), "first");
+        let mut lp = new_loop(&rig, &rig.store, &repo, |_| {}).await;
+        lp.driver.step(&[Reason::Poll], None).await;
+        let first = lp.control.status().last_outcome.unwrap_or_default();
+        assert!(first.contains("succeeded"), "{first}");
+        let converged = runs(&rig.store).await.len();
+
+        // The token is refused from now on (twice: this reconcile and the next poll).
+        rig.pve.inject_fault(Fault::new(
+            "/cluster/resources",
+            2,
+            401,
+            "authentication failure",
+        ));
+        lp.driver.step(&[Reason::Manual], Some("ops")).await;
+        let status = lp.control.status();
+        let outcome = status.last_outcome.clone().unwrap_or_default();
+        assert!(
+            outcome.starts_with("observation failed") && outcome.contains("ProxmoxCluster/home"),
+            "{outcome}"
+        );
+        assert_eq!(status.unobserved.len(), 1, "{:?}", status.unobserved);
+        assert_eq!(status.unobserved[0].resource, "ProxmoxCluster/home");
+        assert!(
+            status.unobserved[0].reason.contains("401"),
+            "{:?}",
+            status.unobserved[0]
+        );
+        let web = status
+            .resources
+            .iter()
+            .find(|r| r.kind == "Guest" && r.name == "web")
+            .unwrap();
+        assert_eq!(web.sync, SyncState::Unknown, "{web:?}");
+        assert_eq!(
+            runs(&rig.store).await.len(),
+            converged,
+            "nothing is planned for what could not be seen"
+        );
+
+        // What could not be seen is not settled: the next plain poll observes again.
+        let before = rig.pve.request_count();
+        lp.driver.step(&[Reason::Poll], None).await;
+        assert!(rig.pve.request_count() > before, "the poll observed again");
+        assert!(!lp.control.status().unobserved.is_empty());
+
+        // Once the cluster answers, the status is true again.
+        lp.driver.step(&[Reason::Poll], None).await;
+        let status = lp.control.status();
+        assert_eq!(status.last_outcome.as_deref(), Some("in sync"));
+        assert!(status.unobserved.is_empty(), "{:?}", status.unobserved);
+    })
+    .await;
+}

@@ -30,7 +30,7 @@ use anyhow::{Context, Result, bail, ensure};
 use chrono::Utc;
 use fantoccini::Locator;
 use mycopod::api::{self, ApiSettings, AppState, Clock, RateLimit};
-use mycopod::control::{Control, ResourceStatus, SyncState, TriggerRequest};
+use mycopod::control::{Control, ResourceStatus, SyncState, TriggerRequest, Unobserved};
 use mycopod::model::{AlertState, Role, RunStatus, Trigger};
 use mycopod::reconcile::observe::LiveWorld;
 use mycopod::reconcile::run::{Outcome, RunSettings, reconcile};
@@ -321,6 +321,23 @@ async fn scenario() -> Result<()> {
     browser.client.goto(&format!("{base}/#/resources")).await?;
     browser.wait_for_text("main table", "fm-1").await?;
     shot(&browser, "resources").await?;
+
+    // A cluster that stopped answering shows on the overview as a failure, not as in sync.
+    control.update_status(|s| {
+        s.last_outcome = Some("observation failed".into());
+        s.unobserved = vec![Unobserved {
+            resource: "ProxmoxCluster/home".into(),
+            reason: "401 authentication failure".into(),
+        }];
+    });
+    browser.client.goto(&format!("{base}/#/")).await?;
+    browser
+        .wait_for_text(
+            "main .notice.error",
+            "Observation failed: ProxmoxCluster/home: 401 authentication failure",
+        )
+        .await?;
+    control.update_status(|s| s.unobserved.clear());
 
     // The flow meter's chart is drawn from the summary endpoint, with data in it.
     browser

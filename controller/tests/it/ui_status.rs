@@ -5,7 +5,7 @@
 use crate::api_support;
 
 use axum::http::{Method, StatusCode};
-use mycopod::control::{ResourceStatus, SyncState};
+use mycopod::control::{ResourceStatus, SyncState, Unobserved};
 use mycopod::model::Role;
 
 use api_support::rig;
@@ -25,6 +25,10 @@ async fn status_should_show_what_the_loop_recorded_to_a_viewer() {
             details: vec!["cores: 2 -> 4".into()],
             changed_at: None,
         }];
+        s.unobserved = vec![Unobserved {
+            resource: "ProxmoxCluster/home".into(),
+            reason: "401 authentication failure".into(),
+        }];
     });
 
     let answer = rig
@@ -38,6 +42,13 @@ async fn status_should_show_what_the_loop_recorded_to_a_viewer() {
         "fetch origin: connection refused"
     );
     assert_eq!(answer.body["resources"]["restart_required"], 1);
+    assert_eq!(
+        answer.body["unobserved"],
+        serde_json::json!([{
+            "resource": "ProxmoxCluster/home",
+            "reason": "401 authentication failure"
+        }])
+    );
 
     let anonymous = rig.call(Method::GET, "/api/v1/status", None, None).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);

@@ -34,6 +34,8 @@ function controller(status) {
   return [
     status.last_fetch_error ? h("p", { class: "notice error", role: "alert" }, `Fetch failed: ${status.last_fetch_error}`) : null,
     status.last_reconcile_failed ? h("p", { class: "notice warn" }, "The last reconcile failed; it is retried with backoff.") : null,
+    ...(status.unobserved || []).map((u) =>
+      h("p", { class: "notice error", role: "alert" }, `Observation failed: ${u.resource}: ${u.reason}. Nothing is planned for it until it can be observed.`)),
     h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", null, k), h("dd", null, v)])),
   ];
 }
