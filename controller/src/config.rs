@@ -54,6 +54,10 @@ pub struct Config {
     /// How often the world is observed for drift without a new commit (default `10m`).
     /// Env: `MYCOPOD_DRIFT_INTERVAL`.
     pub drift_interval: Duration,
+    /// The longest a declared guest goes without being read in full (configuration and
+    /// pending changes); between full reads one cluster listing shows what changed
+    /// (default `10m`). Env: `MYCOPOD_FULL_READ_INTERVAL`.
+    pub full_read_interval: Duration,
     /// Whether resources removed from Git are deleted (only managed ones; default off).
     /// Env: `MYCOPOD_PRUNE`.
     pub prune: bool,
@@ -137,6 +141,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_secret_file", &self.jwt_secret_file)
             .field("poll_interval", &self.poll_interval)
             .field("drift_interval", &self.drift_interval)
+            .field("full_read_interval", &self.full_read_interval)
             .field("prune", &self.prune)
             .field("self_heal", &self.self_heal)
             .field("llm", &self.llm)
@@ -186,6 +191,7 @@ impl Default for Config {
             jwt_secret_file: None,
             poll_interval: secs(60),
             drift_interval: secs(600),
+            full_read_interval: secs(600),
             prune: false,
             self_heal: false,
             llm: LlmConfig::default(),

@@ -77,6 +77,7 @@ pub fn loop_settings(config: &Config, env: &BTreeMap<String, String>) -> Result<
         git_auth,
         poll_interval: config.poll_interval.as_std(),
         drift_interval: config.drift_interval.as_std(),
+        full_read_interval: config.full_read_interval.as_std(),
         backoff_base: Duration::from_secs(1),
         backoff_cap: Duration::from_secs(300),
         lease_ttl: Duration::from_secs(15),

@@ -313,67 +313,8 @@ pub fn update_for(
     Ok(update)
 }
 
-/// Decides which guests need a deep read (config + pending) so that a steady-state
-/// observation stays at one request: a guest is read when its desired spec changed since its
-/// last deep read, when it was never read, or when the drift-check interval has passed.
-#[derive(Debug, Clone)]
-pub struct DeepReadTracker {
-    interval: std::time::Duration,
-    entries: BTreeMap<u32, (u64, std::time::Instant)>,
-}
-
-impl DeepReadTracker {
-    /// A tracker doing a deep drift check of each guest every `interval`.
-    pub fn new(interval: std::time::Duration) -> Self {
-        DeepReadTracker {
-            interval,
-            entries: BTreeMap::new(),
-        }
-    }
-
-    /// True when `vmid` (whose desired guest has `guest_fingerprint`) must be read deeply at `now`.
-    pub fn needs_deep_read(
-        &self,
-        vmid: u32,
-        guest_fingerprint: u64,
-        now: std::time::Instant,
-    ) -> bool {
-        match self.entries.get(&vmid) {
-            None => true,
-            Some((hash, at)) => {
-                *hash != guest_fingerprint || now.saturating_duration_since(*at) >= self.interval
-            }
-        }
-    }
-
-    /// Records a deep read of `vmid` for `guest_fingerprint` done at `now`.
-    pub fn record(&mut self, vmid: u32, guest_fingerprint: u64, now: std::time::Instant) {
-        self.entries.insert(vmid, (guest_fingerprint, now));
-    }
-
-    /// Forgets a guest (deleted, or its next read must be deep).
-    pub fn forget(&mut self, vmid: u32) {
-        self.entries.remove(&vmid);
-    }
-
-    /// The vmids among `desired` (vmid, spec hash) that need a deep read at `now`, sorted.
-    pub fn select(
-        &self,
-        desired: impl IntoIterator<Item = (u32, u64)>,
-        now: std::time::Instant,
-    ) -> Vec<u32> {
-        let mut v: Vec<u32> = desired
-            .into_iter()
-            .filter(|(vmid, hash)| self.needs_deep_read(*vmid, *hash, now))
-            .map(|(vmid, _)| vmid)
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
-}
-
-/// A stable hash of a desired guest, for [`DeepReadTracker`]; equal specs hash equally.
+/// A stable hash of a desired guest (what is sent for it); equal specs hash equally. The
+/// controller re-reads a guest in full when its fingerprint changes.
 pub fn guest_fingerprint(desired: &DesiredGuest) -> u64 {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -401,7 +342,6 @@ pub fn guest_fingerprint(desired: &DesiredGuest) -> u64 {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use std::time::{Duration, Instant};
 
     fn observed(pairs: &[(&str, &str)]) -> ObservedConfig {
         ObservedConfig {
@@ -546,18 +486,6 @@ mod tests {
         let err = update_for(&d, &o, &diffs).unwrap_err();
         assert!(matches!(err, ProxmoxError::ShrinkRefused { .. }), "{err}");
         assert_eq!(err.class(), super::super::error::ErrorClass::Rejected);
-    }
-
-    #[test]
-    fn tracker_should_read_deeply_only_on_change_or_when_due() {
-        let mut t = DeepReadTracker::new(Duration::from_secs(600));
-        let now = Instant::now();
-        assert!(t.needs_deep_read(120, 7, now));
-        t.record(120, 7, now);
-        assert!(!t.needs_deep_read(120, 7, now + Duration::from_secs(10)));
-        assert!(t.needs_deep_read(120, 8, now + Duration::from_secs(10)));
-        assert!(t.needs_deep_read(120, 7, now + Duration::from_secs(600)));
-        assert_eq!(t.select([(120, 7), (121, 1)], now), vec![121]);
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! keys a spec owns, and applies what it is told to; it never decides what should change.
 //!
 //! How a reconcile uses it:
-//! 1. `ProxmoxClient::observe_cluster` (one request) lists every guest with status and tags.
-//! 2. `DeepReadTracker::select` names the guests whose spec changed or whose drift check is
-//!    due; only those get `ProxmoxClient::observe_guest_config` (config, digest, pending).
+//! 1. `ProxmoxClient::observe_cluster` (one request) lists every guest with status, tags,
+//!    CPUs, memory, disk and lock.
+//! 2. The controller (`reconcile/deep_reads.rs`) decides which guests may have changed; only
+//!    those get `ProxmoxClient::observe_guest_config` (config, digest, pending).
 //! 3. `compare(&desired, &observed)` gives `FieldDiff`s on owned keys (`pending: true` means
 //!    "restart required"); `update_for` turns them into requests, refusing a disk shrink.
 //! 4. The executor calls `create_guest`, `apply_config` (or `apply_update` with an approved
@@ -25,7 +26,7 @@ pub use client::{
     ApplyOutcome, Auth, ClientConfig, ProxmoxClient, RetryPolicy, ShutdownOutcome, Tls,
 };
 pub use compare::{
-    ConfigUpdate, CreateSource, DeepReadTracker, DesiredGuest, FieldDiff, ObservedConfig,
-    PendingChange, PowerState, compare, guest_fingerprint, update_for,
+    ConfigUpdate, CreateSource, DesiredGuest, FieldDiff, ObservedConfig, PendingChange, PowerState,
+    compare, guest_fingerprint, update_for,
 };
 pub use error::{ErrorClass, ProxmoxError};

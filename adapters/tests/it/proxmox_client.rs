@@ -8,9 +8,8 @@ use std::time::Duration;
 use axum::http::Method;
 use mycopod_adapters::proxmox::sim::{Fault, SimConfig, SimGuest, SimHandle};
 use mycopod_adapters::proxmox::{
-    Auth, ClientConfig, CreateSource, DeepReadTracker, DesiredGuest, ErrorClass, GuestKind,
-    PendingChange, PowerState, ProxmoxClient, ProxmoxError, RetryPolicy, ShutdownOutcome, compare,
-    guest_fingerprint, update_for,
+    Auth, ClientConfig, CreateSource, DesiredGuest, ErrorClass, GuestKind, PendingChange,
+    PowerState, ProxmoxClient, ProxmoxError, RetryPolicy, ShutdownOutcome, compare, update_for,
 };
 
 async fn within<T>(f: impl Future<Output = T>) -> T {
@@ -109,41 +108,6 @@ async fn observe_cluster_should_cost_one_request_and_list_every_guest() {
         assert_eq!(
             guests.iter().find(|g| g.vmid == 121).unwrap().kind,
             GuestKind::Lxc
-        );
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn steady_state_observation_should_need_no_deep_read() {
-    within(async {
-        let (sim, client) = setup().await;
-        let d = web(120);
-        client.create_guest(&d).await.unwrap();
-        let mut tracker = DeepReadTracker::new(Duration::from_secs(3600));
-        let now = std::time::Instant::now();
-        // First pass: the guest was never read deeply.
-        assert_eq!(
-            tracker.select([(120, guest_fingerprint(&d))], now),
-            vec![120]
-        );
-        let o = client
-            .observe_guest_config("pve1", GuestKind::Qemu, 120)
-            .await
-            .unwrap();
-        assert!(compare(&d, &o).is_empty());
-        tracker.record(120, guest_fingerprint(&d), now);
-        // Steady state: one request per cluster, nothing else.
-        sim.clear_requests();
-        let guests = client.observe_cluster().await.unwrap();
-        let deep = tracker.select(guests.iter().map(|g| (g.vmid, guest_fingerprint(&d))), now);
-        assert!(deep.is_empty());
-        assert_eq!(sim.request_count(), 1);
-        // A changed spec asks for a deep read of that guest only.
-        let changed = web(120).with("cores", "4");
-        assert_eq!(
-            tracker.select([(120, guest_fingerprint(&changed))], now),
-            vec![120]
         );
     })
     .await;

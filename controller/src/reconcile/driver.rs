@@ -69,6 +69,8 @@ pub struct LoopSettings {
     pub poll_interval: Duration,
     /// How often the world is compared with an unchanged commit; zero turns it off.
     pub drift_interval: Duration,
+    /// The longest a declared guest goes without a full read (`deep_reads.rs`).
+    pub full_read_interval: Duration,
     /// First backoff after a failed reconcile; doubles up to `backoff_cap`.
     pub backoff_base: Duration,
     /// Longest backoff.
@@ -491,12 +493,15 @@ impl Driver {
         {
             return world.clone();
         }
-        let world = Arc::new(match &self.settings.device_clients {
-            Some(clients) => {
-                LiveWorld::with_device_clients(&desired, &self.settings.secrets, clients)
+        let world = Arc::new(
+            match &self.settings.device_clients {
+                Some(clients) => {
+                    LiveWorld::with_device_clients(&desired, &self.settings.secrets, clients)
+                }
+                None => LiveWorld::new(&desired, &self.settings.secrets),
             }
-            None => LiveWorld::new(&desired, &self.settings.secrets),
-        });
+            .with_full_read_interval(self.settings.full_read_interval),
+        );
         self.world = Some((fingerprint, world.clone()));
         world
     }

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod decide;
+pub mod deep_reads;
 pub mod driver;
 pub mod observe;
 pub mod queue;

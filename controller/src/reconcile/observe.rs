@@ -5,19 +5,23 @@
 //! cannot be reached (or whose credentials are missing) is marked unreachable with the reason,
 //! and the planner leaves its resources alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::plan::translate::device::device_def;
+use crate::plan::translate::guest::desired_guest;
 use futures::future::join_all;
 use mycopod_adapters::modbus::{DeviceDef, ModbusClient};
+use mycopod_adapters::proxmox::api::ClusterResource;
 use mycopod_adapters::proxmox::client::{Auth, ClientConfig, ProxmoxClient, Tls};
+use mycopod_adapters::proxmox::compare::guest_fingerprint;
 use mycopod_adapters::proxmox::propstring::parse_tags;
 use mycopod_specs::DesiredState;
 use mycopod_specs::kinds::ProxmoxClusterSpec;
 
+use super::deep_reads::{DEFAULT_FULL_READ_INTERVAL, DeepReads};
 use crate::device_clients::DeviceClients;
 use crate::model::ConfigKind;
 use crate::plan::{
@@ -146,6 +150,9 @@ pub struct LiveWorld {
     secrets: Registry,
     clusters: BTreeMap<String, Result<ProxmoxClient, CredentialError>>,
     devices: BTreeMap<String, Result<Arc<ModbusClient>, String>>,
+    /// The last deep read of each declared guest, so that an observation reads deeply only
+    /// what may have changed (`deep_reads.rs`).
+    deep_reads: Mutex<DeepReads>,
 }
 
 impl std::fmt::Debug for LiveWorld {
@@ -220,7 +227,30 @@ impl LiveWorld {
             secrets: secrets.clone(),
             clusters,
             devices,
+            deep_reads: Mutex::new(DeepReads::new(DEFAULT_FULL_READ_INTERVAL)),
         }
+    }
+
+    /// Sets how long a guest may go without a full read (default 10 minutes): the bound on
+    /// how late an edit made outside mycopod that the cluster listing does not show is seen.
+    pub fn with_full_read_interval(self, interval: Duration) -> LiveWorld {
+        LiveWorld {
+            deep_reads: Mutex::new(DeepReads::new(interval)),
+            ..self
+        }
+    }
+
+    /// Makes the next observation read `vmid` of `cluster` in full (something was applied).
+    pub(crate) fn forget_deep_read(&self, cluster: &str, vmid: u32) {
+        self.deep_reads().forget(cluster, vmid);
+    }
+
+    fn deep_reads(&self) -> std::sync::MutexGuard<'_, DeepReads> {
+        // The map stays consistent whatever panicked while holding it: every write is one
+        // insert or remove.
+        self.deep_reads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The secrets this world's clients were given: what declarations may name.
@@ -238,13 +268,24 @@ impl LiveWorld {
         self.clusters.get(name).and_then(|c| c.as_ref().ok())
     }
 
-    /// Observes everything `desired` declares. Guests that are declared and exist are read
-    /// deeply (configuration, digest, pending changes); the rest only from the one cluster
-    /// listing. Database-held configuration comes from `store` when given.
+    /// Observes everything `desired` declares. Each cluster is listed in one request; a
+    /// declared guest that exists is read deeply (configuration, digest, pending changes)
+    /// unless its last deep read still stands (`deep_reads.rs`); the rest is known from the
+    /// listing alone. Database-held configuration comes from `store` when given.
     pub async fn observe(
         &self,
         desired: &DesiredState,
         store: Option<&Store>,
+    ) -> (Observed, Vec<ObserveProblem>) {
+        self.observe_at(desired, store, Instant::now()).await
+    }
+
+    /// [`LiveWorld::observe`] as if at `now` (which decides whose full re-read is due).
+    pub async fn observe_at(
+        &self,
+        desired: &DesiredState,
+        store: Option<&Store>,
+        now: Instant,
     ) -> (Observed, Vec<ObserveProblem>) {
         let mut observed = Observed::default();
         let mut problems = Vec::new();
@@ -252,7 +293,7 @@ impl LiveWorld {
         let cluster_work = self.clusters.iter().map(|(name, client)| async move {
             let result = match client {
                 Err(e) => Err(e.to_string()),
-                Ok(client) => observe_cluster(client, name, desired).await,
+                Ok(client) => self.observe_cluster(client, name, desired, now).await,
             };
             (name.clone(), result)
         });
@@ -353,51 +394,93 @@ impl LiveWorld {
     }
 }
 
-async fn observe_cluster(
-    client: &ProxmoxClient,
-    name: &str,
-    desired: &DesiredState,
-) -> Result<ObservedCluster, String> {
-    let listing = client.observe_cluster().await.map_err(|e| e.to_string())?;
-    let mut guests = BTreeMap::new();
-    for r in listing {
-        guests.insert(
-            r.vmid,
-            ObservedGuest {
-                node: r.node.clone(),
-                kind: r.kind,
-                name: r.name.clone(),
-                running: r.status.as_deref() == Some("running"),
-                tags: parse_tags(r.tags.as_deref().unwrap_or("")),
-                template: r.template,
-                config: None,
-                previously_owned: Default::default(),
-            },
-        );
-    }
-    let declared: Vec<(u32, String, _)> = desired
-        .guests
-        .iter()
-        .filter(|g| g.spec.cluster.as_str() == name)
-        .filter_map(|g| g.spec.vmid.map(|v| v.get()))
-        .filter_map(|vmid| {
-            guests
-                .get(&vmid)
-                .filter(|g| !g.template)
-                .map(|g| (vmid, g.node.clone(), g.kind))
-        })
-        .collect();
-    let reads = declared.into_iter().map(|(vmid, node, kind)| async move {
-        (vmid, client.observe_guest_config(&node, kind, vmid).await)
-    });
-    for (vmid, result) in join_all(reads).await {
-        let config = result.map_err(|e| format!("read guest {vmid}: {e}"))?;
-        if let Some(g) = guests.get_mut(&vmid) {
-            g.config = Some(config);
+impl LiveWorld {
+    /// One cluster: the listing (one request), then a deep read of each declared guest whose
+    /// last deep read no longer stands (two requests each).
+    async fn observe_cluster(
+        &self,
+        client: &ProxmoxClient,
+        name: &str,
+        desired: &DesiredState,
+        now: Instant,
+    ) -> Result<ObservedCluster, String> {
+        let listing = client.observe_cluster().await.map_err(|e| e.to_string())?;
+        let mut guests = BTreeMap::new();
+        for r in &listing {
+            guests.insert(
+                r.vmid,
+                ObservedGuest {
+                    node: r.node.clone(),
+                    kind: r.kind,
+                    name: r.name.clone(),
+                    running: r.status.as_deref() == Some("running"),
+                    tags: parse_tags(r.tags.as_deref().unwrap_or("")),
+                    template: r.template,
+                    config: None,
+                    previously_owned: Default::default(),
+                },
+            );
         }
+        let listed: BTreeMap<u32, &ClusterResource> = listing.iter().map(|r| (r.vmid, r)).collect();
+        let default_node = desired
+            .cluster(name)
+            .and_then(|c| c.spec.default_node.as_ref())
+            .map(|n| n.as_str());
+        // The declared guests that exist (templates are never read deeply), with the
+        // fingerprint of what is declared for them (`None`: it does not translate, so it is
+        // always read).
+        let declared: Vec<(&ClusterResource, Option<u64>)> = desired
+            .guests
+            .iter()
+            .filter(|g| g.spec.cluster.as_str() == name)
+            .filter_map(|g| {
+                let vmid = g.spec.vmid?.get();
+                let listed = listed.get(&vmid).filter(|r| !r.template)?;
+                let spec = desired_guest(g.name().as_str(), &g.spec, vmid, default_node)
+                    .ok()
+                    .map(|d| guest_fingerprint(&d));
+                Some((*listed, spec))
+            })
+            .collect();
+        let mut to_read = Vec::new();
+        {
+            let mut reads = self.deep_reads();
+            let keep: BTreeSet<u32> = declared.iter().map(|(r, _)| r.vmid).collect();
+            reads.retain(|cluster, vmid| cluster != name || keep.contains(&vmid));
+            for (listed, spec) in declared {
+                let fresh = spec.and_then(|spec| reads.fresh(name, listed, spec, now));
+                match (fresh, guests.get_mut(&listed.vmid)) {
+                    (Some(config), Some(g)) => g.config = Some(config.clone()),
+                    _ => to_read.push((listed, spec)),
+                }
+            }
+        }
+        metrics::counter!("mycopod_guest_deep_reads_total").increment(to_read.len() as u64);
+        let reads = to_read.into_iter().map(|(listed, spec)| async move {
+            let result = client
+                .observe_guest_config(&listed.node, listed.kind, listed.vmid)
+                .await;
+            (listed, spec, result)
+        });
+        for (listed, spec, result) in join_all(reads).await {
+            let config = result.map_err(|e| format!("read guest {}: {e}", listed.vmid))?;
+            if let Some(spec) = spec {
+                self.deep_reads().record(
+                    name,
+                    listed,
+                    spec,
+                    config.clone(),
+                    now,
+                    rand::random::<f64>(),
+                );
+            }
+            if let Some(g) = guests.get_mut(&listed.vmid) {
+                g.config = Some(config);
+            }
+        }
+        Ok(ObservedCluster {
+            reachable: true,
+            guests,
+        })
     }
-    Ok(ObservedCluster {
-        reachable: true,
-        guests,
-    })
 }

@@ -61,6 +61,7 @@ fn settings(rig: &Rig, repo: &str, cache: &Path) -> LoopSettings {
         git_auth: GitAuth::None,
         poll_interval: Duration::from_secs(60),
         drift_interval: Duration::from_secs(600),
+        full_read_interval: Duration::from_secs(600),
         backoff_base: Duration::from_millis(10),
         backoff_cap: Duration::from_millis(100),
         lease_ttl: Duration::from_secs(15),

@@ -18,6 +18,7 @@ mod apply_cli;
 mod apply_sim;
 mod crash;
 mod driver;
+mod observe_cost;
 mod plan_cli;
 mod run_lifecycle;
 mod serve_log;
