@@ -127,7 +127,8 @@ fn default_roles() -> BTreeSet<Role> {
 pub fn default_requirement(verb: Verb) -> Requirement {
     let approvals = match verb {
         Verb::Create | Verb::Update | Verb::Start | Verb::Upsert => 0,
-        Verb::Delete | Verb::Stop | Verb::Write | Verb::Remove => 1,
+        // A restart interrupts the guest as a stop does.
+        Verb::Delete | Verb::Stop | Verb::Restart | Verb::Write | Verb::Remove => 1,
     };
     Requirement {
         approvals,
@@ -307,10 +308,20 @@ pub fn requirements_for_plan(
                 verb: action.verb,
             };
             let proposed = requirement_for(&declared, &subject);
-            match trusted {
+            let mut needs = match trusted {
                 None => proposed,
                 Some(trusted) => requirement_for(trusted, &subject).strictest(&proposed),
+            };
+            // `restart: approval` never lets a restart through unapproved, whatever the
+            // policies say; `auto` leaves it to them.
+            let restart_needs_approval = action.verb == Verb::Restart
+                && desired.guest(name).is_some_and(|g| {
+                    g.spec.restart == mycopod_specs::kinds::RestartPolicy::Approval
+                });
+            if restart_needs_approval {
+                needs.approvals = needs.approvals.max(1);
             }
+            needs
         })
         .collect()
 }
@@ -555,6 +566,7 @@ mod tests {
             (Verb::Upsert, 0),
             (Verb::Delete, 1),
             (Verb::Stop, 1),
+            (Verb::Restart, 1),
             (Verb::Write, 1),
             (Verb::Remove, 1),
         ];

@@ -187,6 +187,22 @@ pub enum GuestState {
     Absent,
 }
 
+/// What mycopod does when a running guest has configuration changes that PVE keeps pending
+/// until the guest restarts (CPU or memory of a running VM, say).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartPolicy {
+    /// Never restart: the plan notes the pending changes; someone restarts the guest by hand.
+    #[default]
+    Never,
+    /// Plan a `restart` action that always waits for at least one approval, whatever the
+    /// handshake policies say.
+    Approval,
+    /// Plan a `restart` action governed by the handshake policies like any other verb
+    /// (without a policy for it, a restart needs one approval, as a stop does).
+    Auto,
+}
+
 /// `kind: Guest`: a Proxmox VE guest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -214,6 +230,10 @@ pub struct GuestSpec {
     /// `enforce` (default) or `detect`.
     #[serde(default)]
     pub mode: Mode,
+    /// Whether pending changes are applied by restarting the guest: `never` (default),
+    /// `approval` or `auto`.
+    #[serde(default)]
+    pub restart: RestartPolicy,
     /// CPU cores (per socket for qemu).
     #[serde(default)]
     pub cores: Option<u32>,
@@ -914,6 +934,8 @@ pub enum Verb {
     Stop,
     /// Delete a guest.
     Delete,
+    /// Restart a running guest so that its pending configuration takes effect.
+    Restart,
     /// Write a Modbus setpoint.
     Write,
     /// Insert or update configuration held in the database.
@@ -924,12 +946,13 @@ pub enum Verb {
 
 impl Verb {
     /// Every verb, in the order DESIGN.md lists them.
-    pub const ALL: [Verb; 8] = [
+    pub const ALL: [Verb; 9] = [
         Verb::Create,
         Verb::Update,
         Verb::Start,
         Verb::Stop,
         Verb::Delete,
+        Verb::Restart,
         Verb::Write,
         Verb::Upsert,
         Verb::Remove,
@@ -943,6 +966,7 @@ impl Verb {
             Verb::Start => "start",
             Verb::Stop => "stop",
             Verb::Delete => "delete",
+            Verb::Restart => "restart",
             Verb::Write => "write",
             Verb::Upsert => "upsert",
             Verb::Remove => "remove",

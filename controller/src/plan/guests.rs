@@ -2,8 +2,10 @@
 //! PVE keys and each change classified as live, restart required, recreate or data loss.
 //!
 //! Pure. Only keys the declaration owns are compared (the adapter's `compare`), so PVE's own
-//! normalizations never show up; changes already waiting in `/pending` are reported as
-//! "restart required", never planned again (that would be a sync loop).
+//! normalizations never show up; changes already waiting in `/pending` are never written
+//! again (that would be a sync loop). A running guest's pending changes, and the changes this
+//! plan writes that PVE will keep pending, are a `restart` action when the guest's `restart`
+//! policy is `approval` or `auto`, and a "restart required" note when it is `never`.
 
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +16,7 @@ use mycopod_adapters::proxmox::compare::{
     CreateSource, DesiredGuest, FieldDiff, PowerState, compare, update_for,
 };
 use mycopod_adapters::proxmox::propstring::{is_disk_key, key_family};
-use mycopod_specs::kinds::{GuestSpec, GuestState, Mode};
+use mycopod_specs::kinds::{GuestSpec, GuestState, Mode, RestartPolicy};
 use mycopod_specs::{DesiredState, Resource};
 use serde_json::Value as Json;
 
@@ -328,12 +330,6 @@ fn plan_one(
 
     let (pending, to_write): (Vec<&FieldDiff>, Vec<&FieldDiff>) =
         diffs.iter().partition(|d| d.pending);
-    if !pending.is_empty() {
-        out.notes.push(Note::RestartRequired {
-            resource: resource.clone(),
-            keys: pending.iter().map(|d| d.key.clone()).collect(),
-        });
-    }
     let changes: Vec<FieldChange> = to_write
         .iter()
         .map(|d| FieldChange {
@@ -349,6 +345,34 @@ fn plan_one(
         (PowerState::Stopped, true) => Some(Verb::Stop),
         _ => None,
     };
+    // What waits for a restart of a guest that stays running: what PVE already keeps
+    // pending, and what this plan writes that it will keep pending.
+    let mut restart_changes: Vec<FieldChange> = pending
+        .iter()
+        .map(|d| FieldChange {
+            field: d.key.clone(),
+            observed: text(&d.observed),
+            desired: text(&d.desired),
+            impact: Impact::Restart,
+        })
+        .collect();
+    restart_changes.extend(
+        changes
+            .iter()
+            .filter(|c| c.impact == Impact::Restart)
+            .cloned(),
+    );
+    let restart = seen.running
+        && want.power == PowerState::Running
+        && guest.spec.mode == Mode::Enforce
+        && guest.spec.restart != RestartPolicy::Never
+        && !restart_changes.is_empty();
+    if !pending.is_empty() && !restart {
+        out.notes.push(Note::RestartRequired {
+            resource: resource.clone(),
+            keys: pending.iter().map(|d| d.key.clone()).collect(),
+        });
+    }
 
     if guest.spec.mode == Mode::Detect {
         let mut described: Vec<String> = changes.iter().map(|c| c.field.clone()).collect();
@@ -369,6 +393,11 @@ fn plan_one(
         let action = Action::new(resource.clone(), Verb::Update, changes);
         update_key = Some(action.key.clone());
         out.updates.push(action);
+    }
+    if restart {
+        let mut action = Action::new(resource.clone(), Verb::Restart, restart_changes);
+        action.depends_on.extend(update_key.clone());
+        out.power.push(action);
     }
     if let Some(verb) = power {
         let mut action = Action::new(

@@ -60,7 +60,7 @@ pub fn marker(verb: Verb) -> char {
     match verb {
         Verb::Create | Verb::Upsert => '+',
         Verb::Delete | Verb::Remove => '-',
-        Verb::Update | Verb::Write | Verb::Start | Verb::Stop => '~',
+        Verb::Update | Verb::Write | Verb::Start | Verb::Stop | Verb::Restart => '~',
     }
 }
 

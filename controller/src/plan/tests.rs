@@ -349,6 +349,141 @@ fn a_change_already_pending_should_be_a_note_and_never_planned_again() {
     );
 }
 
+/// `web` in sync and running, with `memory: 4096` already pending in PVE.
+fn web_with_pending_memory() -> Observed {
+    let (_, mut w) = web_in_sync();
+    let g = w
+        .clusters
+        .get_mut("home")
+        .unwrap()
+        .guests
+        .get_mut(&120)
+        .unwrap();
+    assert!(g.running);
+    g.config
+        .as_mut()
+        .unwrap()
+        .pending
+        .insert("memory".into(), PendingChange::Set("4096".into()));
+    w
+}
+
+#[test]
+fn a_restart_policy_should_turn_pending_changes_into_a_restart_action() {
+    let w = web_with_pending_memory();
+    for policy in ["approval", "auto"] {
+        let d = desired(&guest_doc(
+            "web",
+            &format!(
+                "{}
+restart: {policy}",
+                WEB.replace("memory: 2GiB", "memory: 4GiB")
+            ),
+        ));
+        check_plan(
+            &d,
+            &w,
+            false,
+            expect![[r#"
+            plan for commit 0123456789ab: 1 to restart
+            ~ Guest/web restart
+              ! memory  "2048" -> "4096"  (restart required)
+        "#]],
+        );
+    }
+}
+
+#[test]
+fn a_change_pve_will_keep_pending_should_be_written_then_restarted_in_one_plan() {
+    let (_, w) = web_in_sync();
+    let d = desired(&guest_doc(
+        "web",
+        &format!(
+            "{}
+restart: auto",
+            WEB.replace("memory: 2GiB", "memory: 4GiB")
+        ),
+    ));
+    let planned = plan("c1", &d, &w, Options::default());
+    let keys: Vec<(&str, Vec<&str>)> = planned
+        .plan
+        .actions
+        .iter()
+        .map(|a| {
+            (
+                a.key.as_str(),
+                a.depends_on.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("Guest/web:update", vec![]),
+            ("Guest/web:restart", vec!["Guest/web:update"])
+        ]
+    );
+}
+
+#[test]
+fn no_restart_should_be_planned_when_the_policy_is_never_the_guest_stops_or_mode_is_detect() {
+    let w = web_with_pending_memory();
+    let base = WEB.replace("memory: 2GiB", "memory: 4GiB");
+    for (what, body) in [
+        ("default (never)", base.clone()),
+        (
+            "never",
+            format!(
+                "{base}
+restart: never"
+            ),
+        ),
+        (
+            "detect",
+            format!(
+                "{base}
+restart: auto
+mode: detect"
+            ),
+        ),
+        (
+            "stopping",
+            format!(
+                "{base}
+restart: auto"
+            )
+            .replace("state: running", "state: stopped"),
+        ),
+    ] {
+        let planned = plan(
+            "c1",
+            &desired(&guest_doc("web", &body)),
+            &w,
+            Options::default(),
+        );
+        assert!(
+            planned.plan.actions.iter().all(|a| a.verb != Verb::Restart),
+            "{what}: {:?}",
+            planned.plan.actions
+        );
+    }
+    // Without a restart the pending change stays a note.
+    let planned = plan(
+        "c1",
+        &desired(&guest_doc("web", &base)),
+        &w,
+        Options::default(),
+    );
+    assert!(
+        planned
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::RestartRequired { keys, .. } if keys == &["memory"])),
+        "{:?}",
+        planned.notes
+    );
+}
+
 #[test]
 fn power_states_should_plan_start_and_stop() {
     let (d, mut w) = web_in_sync();

@@ -345,7 +345,7 @@ impl LiveWorld {
                 record_owned(store, &cluster, &want, now, &key).await?;
                 Ok(applied)
             }
-            Verb::Start | Verb::Stop | Verb::Delete => {
+            Verb::Start | Verb::Stop | Verb::Restart | Verb::Delete => {
                 // A guest created earlier in this run was not observed: its node and kind are
                 // the declaration's.
                 let (node, kind) = match (seen, declared) {
@@ -361,6 +361,9 @@ impl LiveWorld {
                 };
                 match action.verb {
                     Verb::Start => client.start(&node, kind, vmid).await.map_err(proxmox)?,
+                    // PVE's reboot shuts the guest down and starts it again, which applies
+                    // its pending configuration.
+                    Verb::Restart => client.reboot(&node, kind, vmid).await.map_err(proxmox)?,
                     Verb::Stop => {
                         client
                             .shutdown(&node, kind, vmid, SHUTDOWN_TIMEOUT, true)

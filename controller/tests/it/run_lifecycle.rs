@@ -200,6 +200,102 @@ async fn each_guest_action_should_record_the_pve_task_that_did_its_work() {
     .await;
 }
 
+/// The rig's declarations with `web` at `cores`, its `restart` policy, and (when given) a
+/// handshake policy letting restarts of guests through with `approvals` approvals.
+fn with_restart(rig: &Rig, cores: u32, restart: &str, approvals: Option<u32>) -> String {
+    let mut yaml = rig.yaml(cores, 0.75).replace(
+        "  tags: [web]\n",
+        &format!("  tags: [web]\n  restart: {restart}\n"),
+    );
+    if let Some(n) = approvals {
+        yaml.push_str(&format!(
+            "---\napiVersion: mycopod/v1\nkind: HandshakePolicy\nmetadata: {{name: restarts}}\n\
+             spec: {{match: {{kinds: [Guest], verbs: [restart]}}, approvals: {n}}}\n"
+        ));
+    }
+    assert!(yaml.contains(&format!("restart: {restart}")), "{yaml}");
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_change_should_take_effect_by_a_restart_only_as_the_policies_allow() {
+    within(async {
+        let rig = Rig::start().await;
+        rig.modbus.set_value("cutoff", &Value::Float(0.75)).unwrap();
+        let world = LiveWorld::new(&rig.desired(2), &rig.env);
+        // The first commit brings a policy letting guest restarts through unapproved; a
+        // policy change needs an admin's approval before it is trusted.
+        let yaml = with_restart(&rig, 2, "auto", Some(0));
+        let run_id = match reconcile_text(&rig, &world, "c1", &yaml).await {
+            Outcome::Waiting { run_id } => run_id,
+            other => panic!("a new policy waits for an admin: {other:?}"),
+        };
+        let run = rig.store.get_run(run_id).await.unwrap();
+        rig.store
+            .record_decision(
+                run_id,
+                "ada",
+                &run.plan_hash,
+                Decision::Approve,
+                None,
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let outcome = reconcile_text(&rig, &world, "c1", &yaml).await;
+        assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+        let running = |rig: &Rig| rig.pve.guest(120).unwrap().status == SimStatus::Running;
+        assert!(running(&rig));
+
+        // `auto` under that policy: the CPU change PVE keeps pending is written and the guest
+        // restarted in the same run, and the change takes effect.
+        let yaml = with_restart(&rig, 4, "auto", Some(0));
+        let outcome = reconcile_text(&rig, &world, "c2", &yaml).await;
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Applied {
+                    status: RunStatus::Succeeded,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        let web = rig.pve.guest(120).unwrap();
+        assert_eq!(web.config["cores"], "4", "the change took effect");
+        assert!(web.pending.is_empty(), "{:?}", web.pending);
+        assert!(running(&rig), "running again after the restart");
+        let reboots = || {
+            rig.pve
+                .requests()
+                .iter()
+                .filter(|r| r.method == "POST" && r.path.ends_with("/status/reboot"))
+                .count()
+        };
+        assert_eq!(reboots(), 1);
+        assert_eq!(
+            reconcile_text(&rig, &world, "c2", &yaml).await,
+            Outcome::InSync
+        );
+
+        // `approval` waits for one even though the policy says none; nothing is restarted.
+        let yaml = with_restart(&rig, 6, "approval", Some(0));
+        let Outcome::Waiting { run_id } = reconcile_text(&rig, &world, "c3", &yaml).await else {
+            panic!("a restart under `restart: approval` must wait")
+        };
+        let run = rig.store.get_run(run_id).await.unwrap();
+        assert_eq!(run.required_approvals, 1);
+        let actions = rig.store.list_actions(run_id).await.unwrap();
+        let restart = actions
+            .iter()
+            .find(|a| a.key == "Guest/web:restart")
+            .unwrap_or_else(|| panic!("{actions:#?}"));
+        assert_eq!(restart.required_approvals, 1);
+        assert_eq!(reboots(), 1, "not restarted before approval");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_newer_commit_should_supersede_a_waiting_run() {
     within(async {
