@@ -231,6 +231,59 @@ async fn a_cluster_whose_secret_is_missing_should_fail_the_plan_and_name_the_clu
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_refused_token_and_a_silent_device_should_fail_the_plan_and_name_both() {
+    let pve = SimHandle::start(SimConfig::default()).await.unwrap();
+    // Nothing listens on the device's port: take a free one and let it go.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    drop(silent);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("site.yaml"),
+        declarations(&pve.base_url(), port),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("mycopod.toml"),
+        support::secrets_toml(&pve.base_url()),
+    )
+    .unwrap();
+    let path = dir.path().to_owned();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let db = format!("sqlite://{}/absent.db", path.display());
+        run_mycopod(
+            &path,
+            &[
+                "plan",
+                "--repo",
+                path.to_str().unwrap(),
+                "--allow-new-database",
+            ],
+            &[
+                ("PVE_TOKEN", Some("not-the-token")),
+                ("MYCOPOD_DATABASE_URL", Some(&db)),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("error: could not observe ProxmoxCluster/home:") && stderr.contains("401"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: could not observe ModbusDevice/fm-1:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 resources could not be observed"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("no changes"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_configured_database_that_does_not_exist_should_stop_the_plan_unless_allowed() {
     let pve = SimHandle::start(SimConfig::default()).await.unwrap();
     let sim = modbus_sim(&declarations(&pve.base_url(), 1502)).await;
