@@ -25,6 +25,7 @@ mod audit;
 mod codec;
 mod config_objects;
 mod error;
+mod guest_reads;
 mod leadership;
 mod ownership;
 mod readings;
@@ -47,6 +48,7 @@ pub use audit::{
 };
 pub use config_objects::ConfigObject;
 pub use error::StoreError;
+pub use guest_reads::GuestRead;
 pub use leadership::{Fence, LeaderLock};
 pub use readings::ReadingRow;
 pub use runs::{

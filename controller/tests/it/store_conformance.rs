@@ -11,8 +11,8 @@ use mycopod::model::{
     ActionStatus, AlertState, ConfigKind, Decision, DeliveryStatus, Role, RunStatus, Scope, Trigger,
 };
 use mycopod::store::{
-    ActionUpdate, NewAction, NewAuditEntry, NewDelivery, NewRun, Reading, RotateOutcome, RunFilter,
-    Store, StoreError, hash_password, hash_token, verify_password,
+    ActionUpdate, GuestRead, NewAction, NewAuditEntry, NewDelivery, NewRun, Reading, RotateOutcome,
+    RunFilter, Store, StoreError, hash_password, hash_token, verify_password,
 };
 use serde_json::json;
 use store_support::{at, t0};
@@ -845,6 +845,51 @@ async fn owned_keys_should_be_recorded_per_guest_replaced_and_forgotten(
         store.owned_keys("other").await.unwrap()[&120],
         keys(&["net0"])
     );
+}
+
+async fn guest_reads_should_be_recorded_per_cluster_replaced_and_forgotten(
+    store: Store,
+    _url: String,
+) {
+    let read = |cluster: &str, vmid: u32, spec: &str, uptime: Option<u64>| GuestRead {
+        cluster: cluster.to_owned(),
+        vmid,
+        spec: spec.to_owned(),
+        summary: "s1".to_owned(),
+        uptime,
+        due_at: at(600),
+        config: json!({"config": {"cores": "2"}, "digest": "d1", "pending": {}}),
+    };
+    store
+        .record_guest_reads(&[
+            read("https://a:8006", 120, "f1", Some(1000)),
+            read("https://a:8006", 121, "f1", None),
+            read("https://b:8006", 120, "f9", Some(u64::MAX)),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_guest_reads(&[read("https://a:8006", 120, "f2", Some(5))])
+        .await
+        .unwrap();
+    store.record_guest_reads(&[]).await.unwrap();
+    let mut a = store.guest_reads("https://a:8006").await.unwrap();
+    a.sort_by_key(|r| r.vmid);
+    assert_eq!(
+        a,
+        [
+            read("https://a:8006", 120, "f2", Some(5)),
+            read("https://a:8006", 121, "f1", None)
+        ]
+    );
+    let b = store.guest_reads("https://b:8006").await.unwrap();
+    assert_eq!(b[0].uptime, Some(i64::MAX as u64), "clamped, not wrapped");
+    store
+        .forget_guest_read("https://a:8006", 120)
+        .await
+        .unwrap();
+    let a = store.guest_reads("https://a:8006").await.unwrap();
+    assert_eq!(a.iter().map(|r| r.vmid).collect::<Vec<_>>(), [121]);
 }
 
 async fn a_lease_should_have_one_holder_until_it_expires(store: Store, _url: String) {
@@ -1714,6 +1759,7 @@ on_both_backends!(
     config_objects_should_upsert_and_remove,
     settings_should_be_overwritten,
     owned_keys_should_be_recorded_per_guest_replaced_and_forgotten,
+    guest_reads_should_be_recorded_per_cluster_replaced_and_forgotten,
     a_lease_should_have_one_holder_until_it_expires,
     a_fenced_transition_should_fail_once_another_holder_takes_the_lease,
     advisory_leadership_should_have_one_holder_on_postgres,
