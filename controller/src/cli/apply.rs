@@ -64,7 +64,8 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
         eprintln!("error: migrate the database: {e}");
         return ExitCode::from(super::EXIT_USAGE);
     }
-    let world = LiveWorld::new(&desired, &secrets);
+    let world = LiveWorld::new(&desired, &secrets)
+        .with_full_read_interval(config.full_read_interval.as_std());
     let mut settings = RunSettings::new(format!("{}@{}", target.repo, target.git_ref));
     settings.options = Options {
         prune: args.prune || config.prune,

@@ -272,7 +272,11 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
             None
         }
     };
-    let world = LiveWorld::new(&desired, &secrets);
+    // Deep reads kept by `apply` and `serve` stand in for reading every guest again; plan
+    // itself records none (it writes nothing).
+    let world = LiveWorld::new(&desired, &secrets)
+        .with_full_read_interval(config.full_read_interval.as_std())
+        .without_recording_reads();
     let (observed, problems) = world.observe(&desired, store.as_ref()).await;
 
     let planned = crate::plan::plan(

@@ -271,7 +271,7 @@ impl LiveWorld {
         };
         let vmid = vmid.ok_or_else(|| precondition(format!("guest {name} has no vmid")))?;
         // Whatever happens next, the guest's next observation must read it in full.
-        self.forget_deep_read(&cluster, vmid);
+        self.forget_deep_read(&cluster, vmid, store).await;
         let client = self.cluster(&cluster).ok_or_else(|| {
             precondition(format!(
                 "no client for cluster {cluster} (check its credentials)"

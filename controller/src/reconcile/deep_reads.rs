@@ -10,47 +10,66 @@
 //! jittered moment in the second half of that interval so that re-reads spread out instead of
 //! arriving together; this bounds how long an edit made outside mycopod that the listing does
 //! not show (a `description`, a NIC) goes unseen. Pure: the time and the jitter are given.
+//!
+//! The reads are kept per cluster endpoint and travel to and from the store's `guest_reads`
+//! rows, so that one process's reads serve the next (`apply`, then `plan` or `serve`).
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use mycopod_adapters::proxmox::api::ClusterResource;
 use mycopod_adapters::proxmox::compare::ObservedConfig;
+use mycopod_store::GuestRead;
+use sha2::{Digest, Sha256};
 
 /// The default bound on how long a guest goes without a full read.
 pub const DEFAULT_FULL_READ_INTERVAL: Duration = Duration::from_secs(600);
 
-/// The last deep read of each guest, per cluster.
+/// The last deep read of each guest, per cluster endpoint.
 #[derive(Debug)]
 pub struct DeepReads {
     interval: Duration,
     entries: HashMap<(String, u32), Entry>,
+    /// The clusters whose stored reads were loaded.
+    loaded: HashSet<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 struct Entry {
-    spec: u64,
-    summary: u64,
+    spec: String,
+    summary: String,
     uptime: Option<u64>,
-    due: Instant,
+    due: DateTime<Utc>,
     config: ObservedConfig,
 }
 
-/// What the cluster listing says of a guest that a configuration change would move.
-fn summary(listed: &ClusterResource) -> u64 {
-    let mut h = DefaultHasher::new();
-    listed.node.hash(&mut h);
-    listed.kind.as_str().hash(&mut h);
-    listed.name.hash(&mut h);
-    listed.status.hash(&mut h);
-    listed.tags.hash(&mut h);
-    listed.template.hash(&mut h);
-    listed.lock.hash(&mut h);
-    listed.maxcpu.map(f64::to_bits).hash(&mut h);
-    listed.maxmem.hash(&mut h);
-    listed.maxdisk.hash(&mut h);
-    h.finish()
+/// What the cluster listing says of a guest that a configuration change would move, as a
+/// fingerprint that is the same in every process.
+fn summary(listed: &ClusterResource) -> String {
+    let mut h = Sha256::new();
+    let fields = [
+        listed.node.clone(),
+        listed.kind.as_str().to_owned(),
+        format!("{:?}", listed.name),
+        format!("{:?}", listed.status),
+        format!("{:?}", listed.tags),
+        listed.template.to_string(),
+        format!("{:?}", listed.lock),
+        format!("{:?}", listed.maxcpu.map(f64::to_bits)),
+        format!("{:?}", listed.maxmem),
+        format!("{:?}", listed.maxdisk),
+    ];
+    for field in fields {
+        h.update(field.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The fingerprint of a declared spec as kept with a read.
+pub fn spec_key(fingerprint: u64) -> String {
+    format!("{fingerprint:016x}")
 }
 
 impl DeepReads {
@@ -59,18 +78,19 @@ impl DeepReads {
         DeepReads {
             interval,
             entries: HashMap::new(),
+            loaded: HashSet::new(),
         }
     }
 
-    /// The last deep read of guest `vmid` of `cluster` when it still stands for the guest:
-    /// `listed` is what the cluster listing says of it now, `spec` the fingerprint of its
-    /// declared spec. `None` means: read it deeply.
+    /// The last deep read of guest `listed.vmid` of `cluster` when it still stands for the
+    /// guest: `listed` is what the cluster listing says of it now, `spec` the fingerprint of
+    /// its declared spec ([`spec_key`]). `None` means: read it deeply.
     pub fn fresh(
         &self,
         cluster: &str,
         listed: &ClusterResource,
-        spec: u64,
-        now: Instant,
+        spec: &str,
+        now: DateTime<Utc>,
     ) -> Option<&ObservedConfig> {
         let entry = self.entries.get(&(cluster.to_owned(), listed.vmid))?;
         let restarted =
@@ -80,33 +100,71 @@ impl DeepReads {
         stands.then_some(&entry.config)
     }
 
-    /// Records a deep read made at `now`. `jitter` in `[0, 1]` places the next full read
-    /// between half the interval (1) and the whole interval (0) from now.
+    /// Records a deep read made at `now` and returns it as a store row. `jitter` in `[0, 1]`
+    /// places the next full read between half the interval (1) and the whole interval (0)
+    /// from now.
     pub fn record(
         &mut self,
         cluster: &str,
         listed: &ClusterResource,
-        spec: u64,
+        spec: &str,
         config: ObservedConfig,
-        now: Instant,
+        now: DateTime<Utc>,
         jitter: f64,
-    ) {
+    ) -> GuestRead {
         let jitter = if jitter.is_nan() {
             0.0
         } else {
             jitter.clamp(0.0, 1.0)
         };
-        let due = now + self.interval.mul_f64(1.0 - 0.5 * jitter);
-        self.entries.insert(
-            (cluster.to_owned(), listed.vmid),
-            Entry {
-                spec,
-                summary: summary(listed),
-                uptime: listed.uptime,
-                due,
-                config,
-            },
-        );
+        let wait = chrono::Duration::from_std(self.interval.mul_f64(1.0 - 0.5 * jitter))
+            .unwrap_or(chrono::Duration::MAX);
+        let entry = Entry {
+            spec: spec.to_owned(),
+            summary: summary(listed),
+            uptime: listed.uptime,
+            due: now
+                .checked_add_signed(wait)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            config,
+        };
+        let row = GuestRead {
+            cluster: cluster.to_owned(),
+            vmid: listed.vmid,
+            spec: entry.spec.clone(),
+            summary: entry.summary.clone(),
+            uptime: entry.uptime,
+            due_at: entry.due,
+            config: serde_json::to_value(&entry.config).unwrap_or_default(),
+        };
+        self.entries
+            .insert((cluster.to_owned(), listed.vmid), entry);
+        row
+    }
+
+    /// Whether the stored reads of `cluster` were loaded.
+    pub fn loaded(&self, cluster: &str) -> bool {
+        self.loaded.contains(cluster)
+    }
+
+    /// Takes in stored reads of `cluster` (those that do not decode are left out) and marks
+    /// it loaded. A read already held in memory is newer and kept.
+    pub fn load(&mut self, cluster: &str, rows: Vec<GuestRead>) {
+        for row in rows {
+            let Ok(config) = serde_json::from_value::<ObservedConfig>(row.config) else {
+                continue;
+            };
+            self.entries
+                .entry((cluster.to_owned(), row.vmid))
+                .or_insert(Entry {
+                    spec: row.spec,
+                    summary: row.summary,
+                    uptime: row.uptime,
+                    due: row.due_at,
+                    config,
+                });
+        }
+        self.loaded.insert(cluster.to_owned());
     }
 
     /// Forgets a guest: its next observation reads it deeply (something was applied to it).
@@ -137,7 +195,11 @@ mod tests {
     use super::*;
     use mycopod_adapters::proxmox::api::GuestKind;
 
-    const MIN: Duration = Duration::from_secs(60);
+    const INTERVAL: Duration = Duration::from_secs(600);
+
+    fn min(n: i64) -> chrono::Duration {
+        chrono::Duration::minutes(n)
+    }
 
     fn listed() -> ClusterResource {
         serde_json::from_value(serde_json::json!({
@@ -158,25 +220,30 @@ mod tests {
 
     #[test]
     fn a_deep_read_should_stand_until_something_it_depends_on_moves() {
-        let t0 = Instant::now();
-        let mut reads = DeepReads::new(10 * MIN);
+        let t0 = Utc::now();
+        let mut reads = DeepReads::new(INTERVAL);
         assert!(
-            reads.fresh("home", &listed(), 7, t0).is_none(),
+            reads.fresh("home", &listed(), "7", t0).is_none(),
             "never read"
         );
-        reads.record("home", &listed(), 7, config(), t0, 0.0);
-        assert_eq!(reads.fresh("home", &listed(), 7, t0 + MIN), Some(&config()));
+        reads.record("home", &listed(), "7", config(), t0, 0.0);
+        assert_eq!(
+            reads.fresh("home", &listed(), "7", t0 + min(1)),
+            Some(&config())
+        );
 
         let mut uptime_grew = listed();
         uptime_grew.uptime = Some(1060);
-        let cases: Vec<(&str, ClusterResource, u64, &str)> = vec![
-            ("uptime grew", uptime_grew, 7, "home"),
-            ("another cluster", listed(), 7, "lab"),
-        ];
-        for (what, now_listed, spec, cluster) in cases {
-            let stands = reads.fresh(cluster, &now_listed, spec, t0 + MIN).is_some();
-            assert_eq!(stands, what == "uptime grew", "{what}");
-        }
+        assert!(
+            reads
+                .fresh("home", &uptime_grew, "7", t0 + min(1))
+                .is_some(),
+            "a growing uptime is no change"
+        );
+        assert!(
+            reads.fresh("lab", &listed(), "7", t0 + min(1)).is_none(),
+            "another cluster"
+        );
 
         type Move = Box<dyn Fn(&mut ClusterResource)>;
         let moved: Vec<(&str, Move)> = vec![
@@ -196,56 +263,81 @@ mod tests {
             let mut now_listed = listed();
             change(&mut now_listed);
             assert!(
-                reads.fresh("home", &now_listed, 7, t0 + MIN).is_none(),
+                reads.fresh("home", &now_listed, "7", t0 + min(1)).is_none(),
                 "a change of {what} must be read deeply"
             );
         }
         assert!(
-            reads.fresh("home", &listed(), 8, t0 + MIN).is_none(),
+            reads.fresh("home", &listed(), "8", t0 + min(1)).is_none(),
             "a changed spec must be read deeply"
         );
         reads.forget("home", 120);
         assert!(
-            reads.fresh("home", &listed(), 7, t0 + MIN).is_none(),
+            reads.fresh("home", &listed(), "7", t0 + min(1)).is_none(),
             "forgotten"
         );
     }
 
     #[test]
     fn every_guest_should_be_read_again_within_the_interval_at_a_jittered_moment() {
-        let t0 = Instant::now();
-        let mut reads = DeepReads::new(10 * MIN);
+        let t0 = Utc::now();
+        let mut reads = DeepReads::new(INTERVAL);
+        let seconds = chrono::Duration::seconds;
         for (jitter, due) in [
-            (0.0, 10 * MIN),
-            (1.0, 5 * MIN),
-            (0.5, MIN * 15 / 2),
-            (f64::NAN, 10 * MIN),
-            (7.0, 5 * MIN),
+            (0.0, seconds(600)),
+            (1.0, seconds(300)),
+            (0.5, seconds(450)),
+            (f64::NAN, seconds(600)),
+            (7.0, seconds(300)),
         ] {
-            reads.record("home", &listed(), 7, config(), t0, jitter);
-            let just_before = t0 + due - Duration::from_millis(1);
+            reads.record("home", &listed(), "7", config(), t0, jitter);
+            let just_before = t0 + due - chrono::Duration::milliseconds(1);
             assert!(
-                reads.fresh("home", &listed(), 7, just_before).is_some(),
+                reads.fresh("home", &listed(), "7", just_before).is_some(),
                 "jitter {jitter}: still stands just before {due:?}"
             );
             assert!(
-                reads.fresh("home", &listed(), 7, t0 + due).is_none(),
+                reads.fresh("home", &listed(), "7", t0 + due).is_none(),
                 "jitter {jitter}: due at {due:?}"
             );
         }
         let mut always = DeepReads::new(Duration::ZERO);
-        always.record("home", &listed(), 7, config(), t0, 0.0);
-        assert!(always.fresh("home", &listed(), 7, t0).is_none());
+        always.record("home", &listed(), "7", config(), t0, 0.0);
+        assert!(always.fresh("home", &listed(), "7", t0).is_none());
+    }
+
+    #[test]
+    fn a_read_should_survive_the_trip_through_a_store_row() {
+        let t0 = Utc::now();
+        let mut first = DeepReads::new(INTERVAL);
+        let row = first.record("https://a:8006", &listed(), "7", config(), t0, 0.3);
+        let mut next = DeepReads::new(INTERVAL);
+        assert!(!next.loaded("https://a:8006"));
+        let mut garbled = row.clone();
+        garbled.vmid = 121;
+        garbled.config = serde_json::json!({"config": 5});
+        next.load("https://a:8006", vec![row, garbled]);
+        assert!(next.loaded("https://a:8006"));
+        assert_eq!(next.len(), 1, "a row that does not decode is read again");
+        assert_eq!(
+            next.fresh("https://a:8006", &listed(), "7", t0 + min(1)),
+            Some(&config())
+        );
+        assert!(
+            next.fresh("https://a:8006", &listed(), "7", t0 + min(10))
+                .is_none(),
+            "the due time travels too"
+        );
     }
 
     #[test]
     fn retain_should_drop_guests_no_longer_declared() {
-        let t0 = Instant::now();
-        let mut reads = DeepReads::new(10 * MIN);
-        reads.record("home", &listed(), 7, config(), t0, 0.0);
-        reads.record("lab", &listed(), 7, config(), t0, 0.0);
+        let t0 = Utc::now();
+        let mut reads = DeepReads::new(INTERVAL);
+        reads.record("home", &listed(), "7", config(), t0, 0.0);
+        reads.record("lab", &listed(), "7", config(), t0, 0.0);
         reads.retain(|cluster, _| cluster == "lab");
         assert_eq!(reads.len(), 1);
-        assert!(reads.fresh("lab", &listed(), 7, t0).is_some());
+        assert!(reads.fresh("lab", &listed(), "7", t0).is_some());
     }
 }

@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use crate::plan::translate::device::device_def;
 use crate::plan::translate::guest::desired_guest;
@@ -21,7 +23,7 @@ use mycopod_adapters::proxmox::propstring::parse_tags;
 use mycopod_specs::DesiredState;
 use mycopod_specs::kinds::ProxmoxClusterSpec;
 
-use super::deep_reads::{DEFAULT_FULL_READ_INTERVAL, DeepReads};
+use super::deep_reads::{DEFAULT_FULL_READ_INTERVAL, DeepReads, spec_key};
 use crate::device_clients::DeviceClients;
 use crate::model::ConfigKind;
 use crate::plan::{
@@ -153,6 +155,9 @@ pub struct LiveWorld {
     /// The last deep read of each declared guest, so that an observation reads deeply only
     /// what may have changed (`deep_reads.rs`).
     deep_reads: Mutex<DeepReads>,
+    /// Whether new deep reads are written to the store (not by `mycopod plan`, which writes
+    /// nothing).
+    record_reads: bool,
 }
 
 impl std::fmt::Debug for LiveWorld {
@@ -228,6 +233,7 @@ impl LiveWorld {
             clusters,
             devices,
             deep_reads: Mutex::new(DeepReads::new(DEFAULT_FULL_READ_INTERVAL)),
+            record_reads: true,
         }
     }
 
@@ -240,9 +246,27 @@ impl LiveWorld {
         }
     }
 
-    /// Makes the next observation read `vmid` of `cluster` in full (something was applied).
-    pub(crate) fn forget_deep_read(&self, cluster: &str, vmid: u32) {
-        self.deep_reads().forget(cluster, vmid);
+    /// Uses the deep reads kept in the store but never writes new ones (`mycopod plan`).
+    pub fn without_recording_reads(self) -> LiveWorld {
+        LiveWorld {
+            record_reads: false,
+            ..self
+        }
+    }
+
+    /// Makes the next observation read `vmid` of `cluster` in full (something was applied),
+    /// here and in `store`. A store that fails is logged: the read only costs a request.
+    pub(crate) async fn forget_deep_read(&self, cluster: &str, vmid: u32, store: Option<&Store>) {
+        let Some(client) = self.cluster(cluster) else {
+            return;
+        };
+        let endpoint = client.config().endpoint.as_str();
+        self.deep_reads().forget(endpoint, vmid);
+        if let Some(store) = store
+            && let Err(e) = store.forget_guest_read(endpoint, vmid).await
+        {
+            tracing::warn!(cluster, vmid, error = %e, "could not forget a guest's stored read");
+        }
     }
 
     fn deep_reads(&self) -> std::sync::MutexGuard<'_, DeepReads> {
@@ -277,7 +301,7 @@ impl LiveWorld {
         desired: &DesiredState,
         store: Option<&Store>,
     ) -> (Observed, Vec<ObserveProblem>) {
-        self.observe_at(desired, store, Instant::now()).await
+        self.observe_at(desired, store, Utc::now()).await
     }
 
     /// [`LiveWorld::observe`] as if at `now` (which decides whose full re-read is due).
@@ -285,7 +309,7 @@ impl LiveWorld {
         &self,
         desired: &DesiredState,
         store: Option<&Store>,
-        now: Instant,
+        now: DateTime<Utc>,
     ) -> (Observed, Vec<ObserveProblem>) {
         let mut observed = Observed::default();
         let mut problems = Vec::new();
@@ -293,7 +317,10 @@ impl LiveWorld {
         let cluster_work = self.clusters.iter().map(|(name, client)| async move {
             let result = match client {
                 Err(e) => Err(e.to_string()),
-                Ok(client) => self.observe_cluster(client, name, desired, now).await,
+                Ok(client) => {
+                    self.observe_cluster(client, name, desired, store, now)
+                        .await
+                }
             };
             (name.clone(), result)
         });
@@ -402,7 +429,8 @@ impl LiveWorld {
         client: &ProxmoxClient,
         name: &str,
         desired: &DesiredState,
-        now: Instant,
+        store: Option<&Store>,
+        now: DateTime<Utc>,
     ) -> Result<ObservedCluster, String> {
         let listing = client.observe_cluster().await.map_err(|e| e.to_string())?;
         let mut guests = BTreeMap::new();
@@ -429,7 +457,7 @@ impl LiveWorld {
         // The declared guests that exist (templates are never read deeply), with the
         // fingerprint of what is declared for them (`None`: it does not translate, so it is
         // always read).
-        let declared: Vec<(&ClusterResource, Option<u64>)> = desired
+        let declared: Vec<(&ClusterResource, Option<String>)> = desired
             .guests
             .iter()
             .filter(|g| g.spec.cluster.as_str() == name)
@@ -438,17 +466,33 @@ impl LiveWorld {
                 let listed = listed.get(&vmid).filter(|r| !r.template)?;
                 let spec = desired_guest(g.name().as_str(), &g.spec, vmid, default_node)
                     .ok()
-                    .map(|d| guest_fingerprint(&d));
+                    .map(|d| spec_key(guest_fingerprint(&d)));
                 Some((*listed, spec))
             })
             .collect();
+        // Reads are kept per endpoint: two repositories may name different clusters alike.
+        let endpoint = client.config().endpoint.as_str();
+        if let Some(store) = store
+            && !self.deep_reads().loaded(endpoint)
+        {
+            let rows = match store.guest_reads(endpoint).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(cluster = name, error = %e, "could not load the stored guest reads; reading in full");
+                    Vec::new()
+                }
+            };
+            self.deep_reads().load(endpoint, rows);
+        }
         let mut to_read = Vec::new();
         {
             let mut reads = self.deep_reads();
             let keep: BTreeSet<u32> = declared.iter().map(|(r, _)| r.vmid).collect();
-            reads.retain(|cluster, vmid| cluster != name || keep.contains(&vmid));
+            reads.retain(|cluster, vmid| cluster != endpoint || keep.contains(&vmid));
             for (listed, spec) in declared {
-                let fresh = spec.and_then(|spec| reads.fresh(name, listed, spec, now));
+                let fresh = spec
+                    .as_deref()
+                    .and_then(|spec| reads.fresh(endpoint, listed, spec, now));
                 match (fresh, guests.get_mut(&listed.vmid)) {
                     (Some(config), Some(g)) => g.config = Some(config.clone()),
                     _ => to_read.push((listed, spec)),
@@ -462,21 +506,27 @@ impl LiveWorld {
                 .await;
             (listed, spec, result)
         });
+        let mut rows = Vec::new();
         for (listed, spec, result) in join_all(reads).await {
             let config = result.map_err(|e| format!("read guest {}: {e}", listed.vmid))?;
             if let Some(spec) = spec {
-                self.deep_reads().record(
-                    name,
+                rows.push(self.deep_reads().record(
+                    endpoint,
                     listed,
-                    spec,
+                    &spec,
                     config.clone(),
                     now,
                     rand::random::<f64>(),
-                );
+                ));
             }
             if let Some(g) = guests.get_mut(&listed.vmid) {
                 g.config = Some(config);
             }
+        }
+        if let Some(store) = store.filter(|_| self.record_reads)
+            && let Err(e) = store.record_guest_reads(&rows).await
+        {
+            tracing::warn!(cluster = name, error = %e, "could not store the guest reads");
         }
         Ok(ObservedCluster {
             reachable: true,

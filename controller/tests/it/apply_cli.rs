@@ -147,3 +147,65 @@ async fn apply_should_apply_nothing_when_a_declared_device_cannot_be_observed() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_apply_a_plan_of_a_converged_cluster_should_read_only_the_cluster_listing() {
+    within(async {
+        let pve = mycopod_adapters::proxmox::sim::SimHandle::start(Default::default())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("repo")).unwrap();
+        let mut yaml = format!(
+            "apiVersion: mycopod/v1\nkind: ProxmoxCluster\nmetadata: {{name: home}}\nspec:\n  \
+             endpoint: {}\n  auth: {{tokenId: \"mycopod@pve!gitops\", secretEnv: PVE_TOKEN}}\n  \
+             defaultNode: pve1\n",
+            pve.base_url()
+        );
+        for vmid in 300..330 {
+            yaml.push_str(&format!(
+                "---\napiVersion: mycopod/v1\nkind: Guest\nmetadata: {{name: ct{vmid}}}\nspec:\n  \
+                 cluster: home\n  type: lxc\n  vmid: {vmid}\n  state: stopped\n  \
+                 ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\n  cores: 1\n  \
+                 memory: 256MiB\n  rootfs: {{storage: local-lvm, size: 2G}}\n"
+            ));
+        }
+        std::fs::write(dir.path().join("repo/site.yaml"), yaml).unwrap();
+        std::fs::write(
+            dir.path().join("mycopod.toml"),
+            support::secrets_toml(&pve.base_url()),
+        )
+        .unwrap();
+        let (code, stdout, stderr) = apply_async(dir.path(), &[]).await;
+        assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert_eq!(pve.vmids().len(), 30);
+
+        // A one-shot plan in a new process reuses what apply read: one listing, no guest read.
+        pve.clear_requests();
+        let path = dir.path().to_owned();
+        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            let db = format!("sqlite://{}/m.db", path.display());
+            let repo = path.join("repo");
+            run_mycopod(
+                &path,
+                &["plan", "--repo", repo.to_str().unwrap()],
+                &[
+                    ("PVE_TOKEN", Some("tok-secret")),
+                    ("MYCOPOD_DATABASE_URL", Some(&db)),
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("no changes"), "{stdout}");
+        let sent: Vec<String> = pve
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(sent.len() <= 3, "{sent:?}");
+        assert_eq!(sent, ["GET /cluster/resources"]);
+    })
+    .await;
+}

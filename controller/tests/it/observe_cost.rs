@@ -6,7 +6,9 @@
 
 use crate::support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use mycopod::plan::{Options, plan};
 use mycopod::reconcile::observe::LiveWorld;
@@ -20,7 +22,7 @@ async fn observe_counting(
     rig: &Rig,
     world: &LiveWorld,
     cores: u32,
-    at: Instant,
+    at: DateTime<Utc>,
 ) -> (Vec<String>, mycopod::plan::Planned) {
     rig.pve.clear_requests();
     let desired = rig.desired(cores);
@@ -41,7 +43,8 @@ async fn a_converged_cluster_should_be_observed_in_one_request_and_edits_found_w
         let rig = Rig::start().await;
         let world = LiveWorld::new(&rig.desired(2), &rig.env).with_full_read_interval(INTERVAL);
         rig.converge_once(&world, &rig.desired(2)).await;
-        let t0 = Instant::now();
+        let t0 = Utc::now();
+        let bound = chrono::Duration::from_std(INTERVAL).unwrap();
 
         // The observation that verifies what was applied reads in full; after it, nothing.
         let (sent, planned) = observe_counting(&rig, &world, 2, t0).await;
@@ -57,11 +60,11 @@ async fn a_converged_cluster_should_be_observed_in_one_request_and_edits_found_w
             g.config
                 .insert("net0".into(), "virtio,bridge=vmbr0,tag=99".into());
         }));
-        let (sent, planned) = observe_counting(&rig, &world, 2, t0 + INTERVAL / 4).await;
+        let (sent, planned) = observe_counting(&rig, &world, 2, t0 + bound / 4).await;
         assert_eq!(sent, ["GET /cluster/resources"]);
         assert!(planned.plan.is_empty());
         // ... and is seen once it is, never later than the interval.
-        let (sent, planned) = observe_counting(&rig, &world, 2, t0 + INTERVAL).await;
+        let (sent, planned) = observe_counting(&rig, &world, 2, t0 + bound).await;
         assert_eq!(sent.len(), 1 + 2 * 2, "both guests read in full: {sent:?}");
         let update = planned
             .plan
@@ -73,7 +76,7 @@ async fn a_converged_cluster_should_be_observed_in_one_request_and_edits_found_w
             update.changes.iter().any(|c| c.field == "net0"),
             "{update:?}"
         );
-        let t1 = t0 + INTERVAL;
+        let t1 = t0 + bound;
 
         // A change the listing shows (dns's CPUs) is read at once, and only that guest.
         assert!(rig.pve.modify_guest(121, |g| {
