@@ -8,6 +8,7 @@ CREATE TABLE guest_reads (
     spec         TEXT    NOT NULL,
     summary      TEXT    NOT NULL,
     uptime       BIGINT,
+    read_at      BIGINT  NOT NULL,
     due_at       BIGINT  NOT NULL,
     config_json  TEXT    NOT NULL,
     PRIMARY KEY (cluster, vmid)

@@ -8,6 +8,7 @@ CREATE TABLE guest_reads (
     spec         TEXT    NOT NULL,
     summary      TEXT    NOT NULL,
     uptime       INTEGER,
+    read_at      INTEGER NOT NULL,
     due_at       INTEGER NOT NULL,
     config_json  TEXT    NOT NULL,
     PRIMARY KEY (cluster, vmid)

@@ -22,13 +22,15 @@ pub struct GuestRead {
     pub summary: String,
     /// The guest's uptime in seconds then, if running.
     pub uptime: Option<u64>,
+    /// When it was read.
+    pub read_at: DateTime<Utc>,
     /// When the guest must be read in full again, whatever else holds.
     pub due_at: DateTime<Utc>,
     /// What was read (the controller's `ObservedConfig` as JSON).
     pub config: serde_json::Value,
 }
 
-type Row = (i64, String, String, Option<i64>, i64, String);
+type Row = (i64, String, String, Option<i64>, i64, i64, String);
 
 impl Store {
     /// The stored reads of the guests of `cluster`; rows that do not decode are left out
@@ -36,7 +38,7 @@ impl Store {
     pub async fn guest_reads(&self, cluster: &str) -> Result<Vec<GuestRead>> {
         let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT vmid, spec, summary, uptime, due_at, config_json FROM guest_reads \
+                "SELECT vmid, spec, summary, uptime, read_at, due_at, config_json FROM guest_reads \
                  WHERE cluster = $1",
             )
             .bind(cluster)
@@ -46,13 +48,14 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .filter_map(|(vmid, spec, summary, uptime, due_at, config)| {
+            .filter_map(|(vmid, spec, summary, uptime, read_at, due_at, config)| {
                 Some(GuestRead {
                     cluster: cluster.to_owned(),
                     vmid: u32::try_from(vmid).ok()?,
                     spec,
                     summary,
                     uptime: uptime.and_then(|u| u64::try_from(u).ok()),
+                    read_at: from_micros(read_at),
                     due_at: from_micros(due_at),
                     config: serde_json::from_str(&config).ok()?,
                 })
@@ -85,10 +88,12 @@ impl Store {
             for (r, config, uptime) in &rows {
                 sqlx::query(
                     "INSERT INTO guest_reads \
-                     (cluster, vmid, spec, summary, uptime, due_at, config_json) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (cluster, vmid) DO UPDATE \
+                     (cluster, vmid, spec, summary, uptime, read_at, due_at, config_json) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (cluster, vmid) DO UPDATE \
                      SET spec = excluded.spec, summary = excluded.summary, \
-                     uptime = excluded.uptime, due_at = excluded.due_at, \
+                     uptime = excluded.uptime, read_at = excluded.read_at, \
+                     due_at = excluded.due_at, \
                      config_json = excluded.config_json",
                 )
                 .bind(&r.cluster)
@@ -96,6 +101,7 @@ impl Store {
                 .bind(&r.spec)
                 .bind(&r.summary)
                 .bind(*uptime)
+                .bind(to_micros(r.read_at))
                 .bind(to_micros(r.due_at))
                 .bind(config)
                 .execute(&mut *tx)

@@ -40,6 +40,7 @@ struct Entry {
     spec: String,
     summary: String,
     uptime: Option<u64>,
+    read_at: DateTime<Utc>,
     due: DateTime<Utc>,
     config: ObservedConfig,
 }
@@ -95,8 +96,16 @@ impl DeepReads {
         let entry = self.entries.get(&(cluster.to_owned(), listed.vmid))?;
         let restarted =
             matches!((entry.uptime, listed.uptime), (Some(before), Some(up)) if up < before);
-        let stands =
-            entry.spec == spec && entry.summary == summary(listed) && !restarted && now < entry.due;
+        // The due time was set by whoever read it; this process's own interval bounds too.
+        let bound = chrono::Duration::from_std(self.interval)
+            .ok()
+            .and_then(|i| entry.read_at.checked_add_signed(i))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let stands = entry.spec == spec
+            && entry.summary == summary(listed)
+            && !restarted
+            && now < entry.due
+            && now < bound;
         stands.then_some(&entry.config)
     }
 
@@ -123,6 +132,7 @@ impl DeepReads {
             spec: spec.to_owned(),
             summary: summary(listed),
             uptime: listed.uptime,
+            read_at: now,
             due: now
                 .checked_add_signed(wait)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
@@ -134,6 +144,7 @@ impl DeepReads {
             spec: entry.spec.clone(),
             summary: entry.summary.clone(),
             uptime: entry.uptime,
+            read_at: entry.read_at,
             due_at: entry.due,
             config: serde_json::to_value(&entry.config).unwrap_or_default(),
         };
@@ -160,6 +171,7 @@ impl DeepReads {
                     spec: row.spec,
                     summary: row.summary,
                     uptime: row.uptime,
+                    read_at: row.read_at,
                     due: row.due_at,
                     config,
                 });
@@ -327,6 +339,16 @@ mod tests {
             next.fresh("https://a:8006", &listed(), "7", t0 + min(10))
                 .is_none(),
             "the due time travels too"
+        );
+        // A reader with a shorter interval reads it again sooner than its writer would have.
+        let row = first.record("https://a:8006", &listed(), "7", config(), t0, 0.0);
+        let mut eager = DeepReads::new(Duration::from_secs(60));
+        eager.load("https://a:8006", vec![row]);
+        assert!(eager.fresh("https://a:8006", &listed(), "7", t0).is_some());
+        assert!(
+            eager
+                .fresh("https://a:8006", &listed(), "7", t0 + min(1))
+                .is_none()
         );
     }
 

@@ -149,7 +149,7 @@ async fn apply_should_apply_nothing_when_a_declared_device_cannot_be_observed() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn after_apply_a_plan_of_a_converged_cluster_should_read_only_the_cluster_listing() {
+async fn after_apply_a_plan_should_read_only_the_listing_and_still_find_edits_past_the_bound() {
     within(async {
         let pve = mycopod_adapters::proxmox::sim::SimHandle::start(Default::default())
             .await
@@ -167,7 +167,7 @@ async fn after_apply_a_plan_of_a_converged_cluster_should_read_only_the_cluster_
                 "---\napiVersion: mycopod/v1\nkind: Guest\nmetadata: {{name: ct{vmid}}}\nspec:\n  \
                  cluster: home\n  type: lxc\n  vmid: {vmid}\n  state: stopped\n  \
                  ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\n  cores: 1\n  \
-                 memory: 256MiB\n  rootfs: {{storage: local-lvm, size: 2G}}\n"
+                 memory: 256MiB\n  rootfs: {{storage: local-lvm, size: 2G}}\n  onboot: true\n"
             ));
         }
         std::fs::write(dir.path().join("repo/site.yaml"), yaml).unwrap();
@@ -206,6 +206,42 @@ async fn after_apply_a_plan_of_a_converged_cluster_should_read_only_the_cluster_
             .collect();
         assert!(sent.len() <= 3, "{sent:?}");
         assert_eq!(sent, ["GET /cluster/resources"]);
+
+        // An edit the listing does not show is planned once the full-read bound has passed.
+        assert!(pve.modify_guest(300, |g| {
+            g.config.insert("onboot".into(), "0".into());
+        }));
+        std::fs::write(
+            dir.path().join("mycopod.toml"),
+            format!(
+                "full_read_interval = \"1s\"\n{}",
+                support::secrets_toml(&pve.base_url())
+            ),
+        )
+        .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let path = dir.path().to_owned();
+        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            let db = format!("sqlite://{}/m.db", path.display());
+            let repo = path.join("repo");
+            run_mycopod(
+                &path,
+                &["plan", "--repo", repo.to_str().unwrap()],
+                &[
+                    ("PVE_TOKEN", Some("tok-secret")),
+                    ("MYCOPOD_DATABASE_URL", Some(&db)),
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 3, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("~ Guest/ct300 update"), "{stdout}");
+        assert!(stdout.contains("onboot"), "{stdout}");
+        assert!(
+            !stdout.contains("Guest/ct301"),
+            "only the edited guest: {stdout}"
+        );
     })
     .await;
 }

@@ -857,6 +857,7 @@ async fn guest_reads_should_be_recorded_per_cluster_replaced_and_forgotten(
         spec: spec.to_owned(),
         summary: "s1".to_owned(),
         uptime,
+        read_at: at(0),
         due_at: at(600),
         config: json!({"config": {"cores": "2"}, "digest": "d1", "pending": {}}),
     };
