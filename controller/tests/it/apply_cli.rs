@@ -245,3 +245,56 @@ async fn after_apply_a_plan_should_read_only_the_listing_and_still_find_edits_pa
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_increase_under_restart_approval_should_wait_then_take_effect_by_a_restart() {
+    within(async {
+        let rig = Rig::start().await;
+        rig.modbus.set_value("cutoff", &Value::Float(0.75)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("repo")).unwrap();
+        std::fs::write(dir.path().join("repo/site.yaml"), rig.yaml(2, 0.75)).unwrap();
+        std::fs::write(
+            dir.path().join("mycopod.toml"),
+            support::secrets_toml(&rig.pve.base_url()),
+        )
+        .unwrap();
+        let (code, stdout, stderr) = apply_async(dir.path(), &[]).await;
+        assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert_eq!(rig.pve.guest(120).unwrap().status, SimStatus::Running);
+
+        let raised = rig
+            .yaml(2, 0.75)
+            .replace("  memory: 2GiB\n", "  memory: 4GiB\n  restart: approval\n");
+        assert!(raised.contains("restart: approval"));
+        std::fs::write(dir.path().join("repo/site.yaml"), raised).unwrap();
+        let reboots = || {
+            rig.pve
+                .requests()
+                .iter()
+                .filter(|r| r.method == "POST" && r.path.ends_with("/status/reboot"))
+                .count()
+        };
+
+        let (code, stdout, stderr) = apply_async(dir.path(), &[]).await;
+        assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("~ Guest/web restart"), "{stdout}");
+        assert!(stderr.contains("this plan needs one approval"), "{stderr}");
+        assert_eq!(reboots(), 0, "not restarted without approval");
+        assert_eq!(rig.pve.guest(120).unwrap().config["memory"], "2048");
+
+        let (code, stdout, stderr) = apply_async(dir.path(), &["--approve"]).await;
+        assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("ok  Guest/web:restart"), "{stdout}");
+        let web = rig.pve.guest(120).unwrap();
+        assert_eq!(web.config["memory"], "4096", "in effect after the restart");
+        assert!(web.pending.is_empty(), "{:?}", web.pending);
+        assert_eq!(web.status, SimStatus::Running);
+        assert_eq!(reboots(), 1);
+
+        let (code, stdout, _) = apply_async(dir.path(), &[]).await;
+        assert_eq!(code, 0, "{stdout}");
+        assert!(stdout.contains("nothing to apply"), "{stdout}");
+    })
+    .await;
+}
