@@ -13,6 +13,7 @@ use super::plan::{Target, approvals_summary, describe_note, load_declarations};
 use crate::config::Config;
 use crate::model::{ActionStatus, Decision, RunStatus, Trigger};
 use crate::plan::Options;
+use crate::reconcile::driver::remember_reconciled;
 use crate::reconcile::observe::LiveWorld;
 use crate::reconcile::run::trusted_policies;
 use crate::reconcile::run::{Outcome, RunSettings, reconcile};
@@ -124,6 +125,10 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
                 return ExitCode::from(super::EXIT_FINDINGS);
             }
         };
+        if matches!(outcome, Outcome::InSync | Outcome::Applied { .. }) {
+            // As `serve` does, so that `serve` afterwards takes this commit as reconciled.
+            remember_reconciled(&store, &settings.scope, &source.commit, &outcome).await;
+        }
         match outcome {
             Outcome::InSync => {
                 println!("nothing to apply");

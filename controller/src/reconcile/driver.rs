@@ -457,29 +457,7 @@ impl Driver {
             metrics::counter!("mycopod_observation_failures_total").increment(1);
             return Ok(());
         }
-        let converged = matches!(
-            report.outcome,
-            Outcome::InSync
-                | Outcome::Applied {
-                    status: RunStatus::Succeeded,
-                    ..
-                }
-        );
-        if converged
-            && let Err(e) = self
-                .store
-                .set_setting(&converged_key(&scope), &commit, Utc::now())
-                .await
-        {
-            tracing::warn!(error = %e, "remember the converged commit");
-        }
-        if let Err(e) = self
-            .store
-            .set_setting(&reconciled_key(&scope), &commit, Utc::now())
-            .await
-        {
-            tracing::warn!(error = %e, "remember the reconciled commit");
-        }
+        remember_reconciled(&self.store, &scope, &commit, &report.outcome).await;
         self.reconciled = Some(commit);
         Ok(())
     }
@@ -663,6 +641,33 @@ pub fn window_text(opens_at: Option<chrono::DateTime<Utc>>) -> String {
 /// The most commits one run records as covered (the newest; a run covering more is
 /// still checked against the authors of those).
 const MAX_COVERED_COMMITS: usize = 200;
+
+/// Records that `commit` of `scope` was reconciled (and, when `outcome` says the world
+/// matches it, converged), so that the next process, `serve` after `mycopod apply` or after a
+/// restart, does not take it as new. Failures are logged: the cost is one more observation.
+pub async fn remember_reconciled(store: &Store, scope: &str, commit: &str, outcome: &Outcome) {
+    let converged = matches!(
+        outcome,
+        Outcome::InSync
+            | Outcome::Applied {
+                status: RunStatus::Succeeded,
+                ..
+            }
+    );
+    if converged
+        && let Err(e) = store
+            .set_setting(&converged_key(scope), commit, Utc::now())
+            .await
+    {
+        tracing::warn!(error = %e, "remember the converged commit");
+    }
+    if let Err(e) = store
+        .set_setting(&reconciled_key(scope), commit, Utc::now())
+        .await
+    {
+        tracing::warn!(error = %e, "remember the reconciled commit");
+    }
+}
 
 fn converged_key(scope: &str) -> String {
     format!("converged_commit:{scope}")

@@ -298,3 +298,91 @@ async fn a_memory_increase_under_restart_approval_should_wait_then_take_effect_b
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_after_apply_should_not_read_unchanged_guests_again() {
+    within(async {
+        let pve = mycopod_adapters::proxmox::sim::SimHandle::start(Default::default())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut yaml = format!(
+            "apiVersion: mycopod/v1\nkind: ProxmoxCluster\nmetadata: {{name: home}}\nspec:\n  \
+             endpoint: {}\n  auth: {{tokenId: \"mycopod@pve!gitops\", secretEnv: PVE_TOKEN}}\n  \
+             defaultNode: pve1\n",
+            pve.base_url()
+        );
+        for vmid in 400..410 {
+            yaml.push_str(&format!(
+                "---\napiVersion: mycopod/v1\nkind: Guest\nmetadata: {{name: ct{vmid}}}\nspec:\n  \
+                 cluster: home\n  type: lxc\n  vmid: {vmid}\n  state: stopped\n  \
+                 ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\n  cores: 1\n  \
+                 memory: 256MiB\n  rootfs: {{storage: local-lvm, size: 2G}}\n"
+            ));
+        }
+        let config = support::serve_setup(dir.path(), &yaml, &pve.base_url());
+        let config_arg = config.to_str().unwrap().to_owned();
+        let path = dir.path().to_owned();
+        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            run_mycopod(
+                &path,
+                &["--config", &config_arg, "apply"],
+                &[("PVE_TOKEN", Some("tok-secret")), ("USER", Some("olivia"))],
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert_eq!(pve.vmids().len(), 10);
+
+        pve.clear_requests();
+        let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_mycopod"))
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("PVE_TOKEN", "tok-secret")
+            .env("MYCOPOD_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let store = mycopod::store::Store::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("m.db").display()
+        ))
+        .await
+        .unwrap();
+        // serve reconciles the commit once; it finds the world as apply left it.
+        let scope = format!("{}@main", dir.path().join("repo").display());
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let reconciled = store
+                .get_setting(&format!("reconciled_commit:{scope}"))
+                .await
+                .unwrap();
+            if reconciled.is_some_and(|c| c != "worktree") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "serve reconciled");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        serve.kill().unwrap();
+        serve.wait().unwrap();
+        let sent: Vec<String> = pve
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(
+            sent.iter().all(|r| r == "GET /cluster/resources"),
+            "serve read only the listing: {sent:?}"
+        );
+        assert!(!sent.is_empty(), "serve observed");
+        let runs = store
+            .list_runs(&mycopod::store::RunFilter::default())
+            .await
+            .unwrap()
+            .runs;
+        assert_eq!(runs.len(), 1, "only apply's run: serve found nothing to do");
+        store.close().await;
+    })
+    .await;
+}
