@@ -698,6 +698,19 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "host".to_owned())
 }
 
+/// Whether an approved run still waits to be applied. A run the loop recorded as approved
+/// itself was applied in the step that recorded it, so by the time its event is read it has
+/// moved on and must not cost another observation pass. When in doubt, it waits.
+async fn still_approved(store: &Store, run_id: i64) -> bool {
+    match store.get_run(run_id).await {
+        Ok(run) => run.status == RunStatus::Approved,
+        Err(e) => {
+            tracing::warn!(run_id, error = %e, "read an approved run");
+            true
+        }
+    }
+}
+
 /// Runs the loop until `shutdown` turns true: feeds the queue from `triggers`, the timers and
 /// approvals, and runs one reconcile at a time while this process leads.
 pub async fn run(
@@ -757,8 +770,9 @@ pub async fn run(
                 queue.trigger(scope.clone(), reason);
             }
             event = events.recv() => {
-                if let Ok(Event::Run { status, .. }) = event
+                if let Ok(Event::Run { run_id, status }) = event
                     && status == RunStatus::Approved.as_str()
+                    && still_approved(&driver.store, run_id).await
                 {
                     queue.trigger(scope.clone(), Reason::Approved);
                 }

@@ -21,6 +21,7 @@ mod driver;
 mod observe_cost;
 mod plan_cli;
 mod run_lifecycle;
+mod serve_cost;
 mod serve_log;
 mod store_cli;
 mod store_concurrency;

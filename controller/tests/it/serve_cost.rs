@@ -1,0 +1,134 @@
+//! What one committed change costs `mycopod serve` against the Proxmox simulator: one
+//! observation to plan and one to verify what was applied, and never another pass caused by
+//! the loop's own writes (the `approved` event of a run it records as approved itself).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mycopod::model::RunStatus;
+use mycopod::store::{RunFilter, Store};
+use mycopod_adapters::proxmox::sim::SimHandle;
+use support::{git, within};
+
+const GUESTS: std::ops::Range<u32> = 500..520;
+
+fn declarations(pve: &str, cores_of_first: u32) -> String {
+    let mut yaml = format!(
+        "apiVersion: mycopod/v1\nkind: ProxmoxCluster\nmetadata: {{name: home}}\nspec:\n  \
+         endpoint: {pve}\n  auth: {{tokenId: \"mycopod@pve!gitops\", secretEnv: PVE_TOKEN}}\n  \
+         defaultNode: pve1\n"
+    );
+    for vmid in GUESTS {
+        let cores = if vmid == GUESTS.start {
+            cores_of_first
+        } else {
+            1
+        };
+        yaml.push_str(&format!(
+            "---\napiVersion: mycopod/v1\nkind: Guest\nmetadata: {{name: ct{vmid}}}\nspec:\n  \
+             cluster: home\n  type: lxc\n  vmid: {vmid}\n  state: stopped\n  \
+             ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\n  \
+             cores: {cores}\n  memory: 256MiB\n  rootfs: {{storage: local-lvm, size: 2G}}\n"
+        ));
+    }
+    yaml
+}
+
+fn serve(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mycopod"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("PVE_TOKEN", "tok-secret")
+        .env("MYCOPOD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn succeeded_runs(store: &Store) -> usize {
+    store
+        .list_runs(&RunFilter::default())
+        .await
+        .unwrap()
+        .runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Succeeded)
+        .count()
+}
+
+async fn wait_for_succeeded(store: &Store, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while succeeded_runs(store).await < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {n} succeeded run(s)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_committed_change_should_cost_one_observation_to_plan_and_one_to_verify() {
+    within(async {
+        let pve = SimHandle::start(Default::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = support::serve_setup(
+            dir.path(),
+            &declarations(&pve.base_url(), 1),
+            &pve.base_url(),
+        );
+        let mut server = serve(&config);
+        // The database exists once serve has started; wait for the first run to converge.
+        let db = dir.path().join("m.db");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !db.exists() {
+            assert!(tokio::time::Instant::now() < deadline, "serve started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let store = Store::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        wait_for_succeeded(&store, 1).await;
+        // Let the loop settle (it reads the approved event of the run it applied).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        pve.clear_requests();
+
+        let repo = dir.path().join("repo");
+        std::fs::write(repo.join("site.yaml"), declarations(&pve.base_url(), 2)).unwrap();
+        git(
+            &repo,
+            &["commit", "--quiet", "--all", "-m", "more cores for ct500"],
+        );
+        wait_for_succeeded(&store, 2).await;
+        // More than a poll interval: time for any further pass the change would cause.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        server.kill().unwrap();
+        server.wait().unwrap();
+
+        let sent: Vec<String> = pve
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        let listings = sent
+            .iter()
+            .filter(|r| *r == "GET /cluster/resources")
+            .count();
+        assert_eq!(listings, 2, "plan and verify, nothing more: {sent:#?}");
+        let configs_read: Vec<&String> = sent
+            .iter()
+            .filter(|r| r.starts_with("GET") && r.ends_with("/config"))
+            .collect();
+        assert!(
+            configs_read
+                .iter()
+                .all(|r| r.as_str() == format!("GET /nodes/pve1/lxc/{}/config", GUESTS.start)),
+            "only the changed guest is read in full: {configs_read:?}"
+        );
+        store.close().await;
+    })
+    .await;
+}
