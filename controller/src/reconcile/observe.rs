@@ -287,6 +287,17 @@ impl LiveWorld {
         self.devices.get(name).and_then(|c| c.as_ref().ok())
     }
 
+    /// The fewest requests any cluster's client lets be in flight (`None` without clusters):
+    /// a run never has more guest actions running than this, so an action is `running` only
+    /// once it can send.
+    pub fn max_in_flight(&self) -> Option<usize> {
+        self.clusters
+            .values()
+            .filter_map(|c| c.as_ref().ok())
+            .map(|c| c.config().max_in_flight.max(1))
+            .min()
+    }
+
     /// The Proxmox client of a cluster.
     pub fn cluster(&self, name: &str) -> Option<&ProxmoxClient> {
         self.clusters.get(name).and_then(|c| c.as_ref().ok())

@@ -43,7 +43,8 @@ pub struct RunSettings {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_cap: Duration,
-    /// How many actions of one phase run at once.
+    /// How many actions of one phase run at once, at most; never more than a cluster's
+    /// client lets requests be in flight (`ClientConfig::max_in_flight`).
     pub concurrency: usize,
     /// Whether a drift run (the world moved away from an unchanged commit) may apply without
     /// approval where the policies allow it. Off: every drift run waits for one approval.
@@ -686,10 +687,14 @@ async fn apply_claimed(
         let chained = ready
             .iter()
             .any(|(a, _)| a.depends_on.iter().any(|d| keys.contains(d.as_str())));
+        // One bound for actions and requests: never more actions running than a cluster's
+        // client lets requests be in flight, or an action would be marked running while it
+        // waits to send anything (and after a crash look interrupted mid-request).
         let width = if chained {
             1
         } else {
-            settings.concurrency.max(1)
+            let client_bound = world.max_in_flight().unwrap_or(usize::MAX);
+            settings.concurrency.min(client_bound).max(1)
         };
         let permits = tokio::sync::Semaphore::new(width);
         let mut work = Vec::with_capacity(ready.len());

@@ -587,6 +587,74 @@ async fn actions_of_one_phase_should_run_side_by_side_up_to_the_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn no_more_actions_should_be_running_than_the_client_lets_requests_be_in_flight() {
+    within(async {
+        let rig = Rig::start().await;
+        rig.pve.set_task_duration(Duration::from_millis(200));
+        rig.pve.set_latency(Duration::from_millis(30));
+        let vmids = [411, 412, 413, 414, 415, 416, 417, 418];
+        let yaml = containers(&rig.pve.base_url(), &vmids);
+        let desired = support::desired(&yaml);
+        let world = LiveWorld::new(&desired, &rig.env);
+        let client_bound = world.max_in_flight().unwrap();
+        let mut s = settings();
+        s.concurrency = client_bound + 3;
+        // Follow the actions' transitions as the API's event stream sees them.
+        let mut events = rig.store.events().subscribe();
+        let watcher = tokio::spawn(async move {
+            let (mut running, mut peak) = (std::collections::BTreeSet::new(), 0usize);
+            while let Ok(event) = events.recv().await {
+                match event {
+                    mycopod::events::Event::Action {
+                        action_id, status, ..
+                    } => {
+                        if status == "running" {
+                            running.insert(action_id);
+                        } else {
+                            running.remove(&action_id);
+                        }
+                        peak = peak.max(running.len());
+                    }
+                    mycopod::events::Event::Run { status, .. } if status == "succeeded" => break,
+                    _ => {}
+                }
+            }
+            peak
+        });
+        let loaded = mycopod_specs::load_str("site.yaml", &yaml);
+        let (outcome, _) = reconcile(
+            &rig.store,
+            &world,
+            &s,
+            "c1",
+            &loaded,
+            Trigger::Poll,
+            None,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Applied {
+                    status: RunStatus::Succeeded,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        let peak = watcher.await.unwrap();
+        assert!(peak > 1, "actions still run side by side (peak {peak})");
+        assert!(
+            peak <= client_bound,
+            "{peak} actions running at once, the client sends {client_bound} requests at a time"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn applying_should_stamp_and_check_windows_with_its_own_clock_not_the_reconcile_start() {
     within(async {
         let rig = Rig::start().await;
