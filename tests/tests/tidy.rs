@@ -75,6 +75,8 @@ fn pure_files() -> Vec<PathBuf> {
     files.push(root().join("controller/src/policy.rs"));
     files.push(root().join("controller/src/telemetry/alerts.rs"));
     files.push(root().join("controller/src/reconcile/decide.rs"));
+    files.push(root().join("controller/src/reconcile/deep_reads.rs"));
+    files.push(root().join("controller/src/reconcile/status.rs"));
     files
 }
 

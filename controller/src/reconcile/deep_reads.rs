@@ -209,6 +209,11 @@ mod tests {
 
     const INTERVAL: Duration = Duration::from_secs(600);
 
+    fn t0() -> DateTime<Utc> {
+        use chrono::TimeZone as _;
+        Utc.with_ymd_and_hms(2026, 12, 7, 6, 0, 0).unwrap()
+    }
+
     fn min(n: i64) -> chrono::Duration {
         chrono::Duration::minutes(n)
     }
@@ -232,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_deep_read_should_stand_until_something_it_depends_on_moves() {
-        let t0 = Utc::now();
+        let t0 = t0();
         let mut reads = DeepReads::new(INTERVAL);
         assert!(
             reads.fresh("home", &listed(), "7", t0).is_none(),
@@ -292,7 +297,7 @@ mod tests {
 
     #[test]
     fn every_guest_should_be_read_again_within_the_interval_at_a_jittered_moment() {
-        let t0 = Utc::now();
+        let t0 = t0();
         let mut reads = DeepReads::new(INTERVAL);
         let seconds = chrono::Duration::seconds;
         for (jitter, due) in [
@@ -320,7 +325,7 @@ mod tests {
 
     #[test]
     fn a_read_should_survive_the_trip_through_a_store_row() {
-        let t0 = Utc::now();
+        let t0 = t0();
         let mut first = DeepReads::new(INTERVAL);
         let row = first.record("https://a:8006", &listed(), "7", config(), t0, 0.3);
         let mut next = DeepReads::new(INTERVAL);
@@ -354,7 +359,7 @@ mod tests {
 
     #[test]
     fn retain_should_drop_guests_no_longer_declared() {
-        let t0 = Utc::now();
+        let t0 = t0();
         let mut reads = DeepReads::new(INTERVAL);
         reads.record("home", &listed(), "7", config(), t0, 0.0);
         reads.record("lab", &listed(), "7", config(), t0, 0.0);
