@@ -19,15 +19,6 @@ export function follows(event) {
   return event.type === "alert";
 }
 
-/** The latest values of a device as [{register, value, time}], whatever shape the API used. */
-function latestOf(device) {
-  const raw = device.latest ?? device.values ?? device.registers ?? [];
-  if (Array.isArray(raw)) return raw.map((r) => ({ register: r.register ?? r.name, value: r.value, time: r.time }));
-  return Object.entries(raw).map(([register, v]) =>
-    v && typeof v === "object" ? { register, value: v.value, time: v.time } : { register, value: v },
-  );
-}
-
 async function chartFor(device, register, range, now) {
   const from = new Date(now.getTime() - range.ms);
   try {
@@ -87,7 +78,8 @@ export async function render(main, params) {
   const now = new Date();
   const sections = await Promise.all(
     devices.map(async (d) => {
-      const latest = latestOf(d);
+      // `GET /devices` gives each device's latest values as [{register, value, time}].
+      const latest = d.latest;
       const id = `device-${d.name}`;
       const charts = await Promise.all(
         latest.map(async (r) =>

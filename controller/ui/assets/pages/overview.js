@@ -40,14 +40,10 @@ function controller(status) {
   ];
 }
 
-/** Resources by sync state, from `{state: count}` (the status) or a list of resources. */
+/** Resources by sync state, from the status's `{state: count}`. */
 function syncCounts(resources) {
   const counts = new Map();
-  if (Array.isArray(resources)) {
-    for (const r of resources) counts.set(r.sync, (counts.get(r.sync) || 0) + 1);
-  } else {
-    for (const [state, n] of Object.entries(resources || {})) if (n) counts.set(state, n);
-  }
+  for (const [state, n] of Object.entries(resources)) if (n) counts.set(state, n);
   if (!counts.size) return h("p", { class: "muted" }, "Nothing declared yet.");
   return h(
     "ul",
@@ -70,8 +66,8 @@ export async function render(main) {
     }),
     section("Resources", "ov-resources", async () => {
       const status = await statusP;
-      const resources = status && !status.error && status.resources ? status.resources : list(await get("/resources"), "resources");
-      return syncCounts(resources);
+      if (status.error) throw status.error;
+      return syncCounts(status.resources);
     }),
     section("Waiting for approval", "ov-waiting", async () => {
       const runs = list(await get("/runs", { status: "awaiting_approval", limit: 20 }), "runs");

@@ -169,9 +169,8 @@ async function renderRun(main, id) {
     main.append(h("h1", null, `Run ${id}`), errorBox("Could not load the run", err));
     return;
   }
-  const run = detail.run || detail;
-  const actions = detail.actions || run.actions || (run.plan && run.plan.actions) || [];
-  const approvals = detail.approvals || run.approvals || [];
+  // `GET /runs/{id}` answers {run, actions, approvals, window}.
+  const { run, actions, approvals } = detail;
 
   main.append(
     h("p", null, h("a", { href: "#/runs" }, "← All runs")),
@@ -182,7 +181,7 @@ async function renderRun(main, id) {
     ["Trigger", words(run.trigger)],
     ["Requested by", run.requested_by || "—"],
     ["Plan hash", h("code", { title: run.plan_hash }, short(run.plan_hash))],
-    ["Approvals", `${approvals.filter((a) => a.decision === "approve" && a.plan_hash === run.plan_hash).length} of ${run.required_approvals ?? "?"}`],
+    ["Approvals", `${approvals.filter((a) => a.decision === "approve" && a.plan_hash === run.plan_hash).length} of ${run.required_approvals}`],
     ["Created", time(run.created_at)],
     ["Expires", run.status === "awaiting_approval" ? time(run.expires_at) : null],
     ["Finished", time(run.finished_at)],
@@ -231,7 +230,7 @@ async function renderRun(main, id) {
           h(
             "tr",
             null,
-            h("td", null, a.user_name || a.user || "—"),
+            h("td", null, a.user_name),
             h("td", null, badge(a.decision)),
             h("td", null, h("code", { title: a.plan_hash }, short(a.plan_hash)), a.plan_hash !== run.plan_hash ? " (older plan)" : ""),
             h("td", null, a.comment || "—"),
