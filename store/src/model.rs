@@ -88,6 +88,8 @@ impl Role {
 string_enum! {
     /// The life of a run (see DESIGN.md, "Plans, runs and actions").
     RunStatus, "run status" {
+        Observing => "observing",
+        NoChanges => "no_changes",
         AwaitingApproval => "awaiting_approval",
         Approved => "approved",
         Applying => "applying",
@@ -107,9 +109,21 @@ impl RunStatus {
         self.legal_next().is_empty()
     }
 
-    /// Whether a run may be recorded in this state when it is created: waiting for approval,
-    /// approved right away (nothing needs approval), or invalid (specs did not validate).
+    /// Whether a run may be recorded in this state when it is created: observing (its
+    /// trigger was just accepted; nothing is planned yet), waiting for approval, approved
+    /// right away (nothing needs approval), or invalid (specs did not validate).
     pub fn is_initial(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Observing
+                | RunStatus::AwaitingApproval
+                | RunStatus::Approved
+                | RunStatus::Invalid
+        )
+    }
+
+    /// Whether a run observing may be planned into this state (with its plan and actions).
+    pub fn is_planned(self) -> bool {
         matches!(
             self,
             RunStatus::AwaitingApproval | RunStatus::Approved | RunStatus::Invalid
@@ -120,11 +134,23 @@ impl RunStatus {
     pub fn legal_next(self) -> &'static [RunStatus] {
         use RunStatus::*;
         match self {
+            // Observation and planning end it: planned (waiting, approved or invalid), nothing
+            // to change, failed (it could not observe), or superseded by a run already
+            // holding the same plan.
+            Observing => &[
+                AwaitingApproval,
+                Approved,
+                Invalid,
+                NoChanges,
+                Failed,
+                Superseded,
+            ],
             AwaitingApproval => &[Approved, Rejected, Expired, Superseded],
             Approved => &[Applying, Expired, Superseded],
             // Applying may end superseded when crash recovery re-plans and the hash changed.
             Applying => &[Succeeded, Failed, PartiallyFailed, Superseded],
-            Succeeded | Failed | PartiallyFailed | Rejected | Expired | Superseded | Invalid => &[],
+            NoChanges | Succeeded | Failed | PartiallyFailed | Rejected | Expired | Superseded
+            | Invalid => &[],
         }
     }
 
@@ -305,6 +331,7 @@ mod tests {
     fn terminal_run_states_should_have_no_way_out() {
         use RunStatus::*;
         for s in [
+            NoChanges,
             Succeeded,
             Failed,
             PartiallyFailed,
@@ -318,6 +345,9 @@ mod tests {
         assert!(Approved.can_transition_to(Applying));
         assert!(!AwaitingApproval.can_transition_to(Applying));
         assert!(!Applying.can_transition_to(Approved));
+        assert!(Observing.can_transition_to(NoChanges));
+        assert!(!Observing.can_transition_to(Applying));
+        assert!(Observing.is_initial() && !Observing.is_planned());
     }
 
     #[test]

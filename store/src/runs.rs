@@ -276,6 +276,32 @@ fn status_change_entry(
     }
 }
 
+/// Inserts a run's actions in plan order, inside the transaction `$tx` (either backend).
+macro_rules! insert_actions {
+    ($tx:ident, $run_id:expr, $actions:expr, $now:expr) => {
+        for (seq, action) in $actions.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO actions (run_id, seq, action_key, kind, resource, verb, \
+                 diff_json, required_approvals, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+            )
+            .bind($run_id)
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+            .bind(&action.key)
+            .bind(&action.kind)
+            .bind(&action.resource)
+            .bind(&action.verb)
+            .bind(sqlx::types::Json(&action.diff))
+            .bind(action.required_approvals)
+            .bind(action.status)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await
+            .map_err(db_err("insert action"))?;
+        }
+    };
+}
+
 impl Store {
     /// Records a run and its actions in one transaction (plus a `run.created` audit entry) and
     /// returns the run id.
@@ -310,26 +336,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err("insert run"))?;
-            for (seq, action) in run.actions.iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO actions (run_id, seq, action_key, kind, resource, verb, \
-                     diff_json, required_approvals, status, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-                )
-                .bind(id)
-                .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-                .bind(&action.key)
-                .bind(&action.kind)
-                .bind(&action.resource)
-                .bind(&action.verb)
-                .bind(sqlx::types::Json(&action.diff))
-                .bind(action.required_approvals)
-                .bind(action.status)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err("insert action"))?;
-            }
+            insert_actions!(tx, id, run.actions, now);
             tx.append_audit(
                 &NewAuditEntry {
                     actor: actor.to_owned(),
@@ -350,6 +357,71 @@ impl Store {
             tx.commit().await.map_err(db_err("commit insert run"))?;
             self.events().publish(Event::Run { run_id: id, status: run.status.as_str().to_owned() });
             Ok(id)
+        })
+    }
+
+    /// Completes a run recorded as `observing` with what observing and planning found: its
+    /// plan, actions, approvals needed and the state it is planned into (`awaiting_approval`,
+    /// `approved` or `invalid`; `run.scope`, `commit_sha`, `trigger` and `requested_by` stay
+    /// as recorded). One transaction, audited as a state change. Returns whether the run was
+    /// still observing (nothing is written when it was not).
+    pub async fn complete_observed_run(
+        &self,
+        id: i64,
+        run: &NewRun,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        if !run.status.is_planned() {
+            return Err(StoreError::InvalidInput {
+                what: "run",
+                message: format!(
+                    "an observed run cannot be planned into state {}",
+                    run.status
+                ),
+            });
+        }
+        let now = db_time(now);
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err("begin plan observed run"))?;
+            let done = sqlx::query(
+                "UPDATE runs SET status = $2, plan_json = $3, plan_hash = $4, \
+                 required_approvals = $5, error = $6, expires_at = $7, approved_at = $8, \
+                 finished_at = $9, updated_at = $10 WHERE id = $1 AND status = 'observing'",
+            )
+            .bind(id)
+            .bind(run.status)
+            .bind(sqlx::types::Json(&run.plan))
+            .bind(&run.plan_hash)
+            .bind(run.required_approvals)
+            .bind(&run.error)
+            .bind(run.expires_at.map(db_time))
+            .bind((run.status == RunStatus::Approved).then_some(now))
+            .bind(run.status.is_terminal().then_some(now))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("plan observed run"))?
+            .rows_affected()
+                == 1;
+            if !done {
+                return Ok(false);
+            }
+            insert_actions!(tx, id, run.actions, now);
+            tx.append_audit(
+                &status_change_entry(
+                    actor,
+                    id,
+                    RunStatus::Observing,
+                    run.status,
+                    json!({"plan_hash": run.plan_hash, "actions": run.actions.len()}),
+                ),
+                now,
+            )
+            .await?;
+            tx.commit().await.map_err(db_err("commit plan observed run"))?;
+            self.events().publish(Event::Run { run_id: id, status: run.status.as_str().to_owned() });
+            Ok(true)
         })
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mycopod_adapters::modbus::Value as Reg;
-use mycopod_tests::{Demo, drop_postgres, fresh_postgres};
+use mycopod_tests::{Demo, RunRow, drop_postgres, fresh_postgres};
 use serde_json::{Value, json};
 
 fn register(values: &[(String, Reg)], name: &str) -> f64 {
@@ -121,11 +121,22 @@ async fn the_whole_job(database_url: Option<&str>) -> Result<()> {
     let before = demo.runs(&operator).await?;
     let status = demo.reconcile(&operator).await?;
     assert_eq!(status["last_outcome"], "in sync", "{status}");
+    let after = demo.runs(&operator).await?;
+    let added: Vec<&RunRow> = after
+        .iter()
+        .filter(|r| before.iter().all(|b| b.id != r.id))
+        .collect();
+    assert_eq!(added.len(), 1, "the manual trigger is recorded: {after:?}");
     assert_eq!(
-        demo.runs(&operator).await?,
-        before,
-        "a no-op records no run"
+        (added[0].status.as_str(), added[0].trigger.as_str()),
+        ("no_changes", "manual"),
+        "a no-op ends its run with no changes: {after:?}"
     );
+    assert!(
+        before.iter().all(|b| after.contains(b)),
+        "no other run changed: {after:?}"
+    );
+    let before = after;
 
     // 4. A commit changing a guest's memory and a setpoint, announced by the webhook.
     let commit_a = demo.commit_edit(

@@ -296,6 +296,8 @@ struct SimState {
     faults: Vec<Fault>,
     task_faults: Vec<TaskFault>,
     latency: Duration,
+    /// While true, requests wait before they are handled.
+    held: tokio::sync::watch::Sender<bool>,
     requests: Vec<RequestRecord>,
     counter: u64,
     started: Instant,
@@ -337,6 +339,7 @@ pub fn router(config: SimConfig) -> (Router, SimControl) {
         faults: Vec::new(),
         task_faults: Vec::new(),
         latency: Duration::ZERO,
+        held: tokio::sync::watch::Sender::new(false),
         requests: Vec::new(),
         counter: 0,
         started: Instant::now(),
@@ -469,6 +472,17 @@ impl SimControl {
         self.lock().latency = latency;
     }
 
+    /// Makes every request wait, unanswered, until [`SimControl::release_requests`]: a
+    /// cluster that takes as long as a test needs to look at what happens meanwhile.
+    pub fn hold_requests(&self) {
+        self.lock().held.send_replace(true);
+    }
+
+    /// Answers the held requests and every one after.
+    pub fn release_requests(&self) {
+        self.lock().held.send_replace(false);
+    }
+
     /// How long new tasks run.
     pub fn set_task_duration(&self, d: Duration) {
         self.lock().cfg.task_duration = d;
@@ -521,8 +535,11 @@ async fn handle(
         };
         st.in_flight += 1;
         st.max_in_flight = st.max_in_flight.max(st.in_flight);
-        st.latency
+        (st.latency, st.held.subscribe())
     };
+    let (latency, mut held) = latency;
+    // A dropped sender cannot happen while the state lives; either way the request goes on.
+    let _ = held.wait_for(|h| !*h).await;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }

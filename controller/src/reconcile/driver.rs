@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, watch};
 use super::observe::LiveWorld;
 use super::queue::{Requeue, WorkQueue};
 use super::run::{
-    Fencing, Outcome, Reconciled, RunSettings, reconcile_report, recover_interrupted,
+    Fencing, Outcome, Reconciled, RunSettings, describe_problems, reconcile_report,
+    recover_interrupted,
 };
 use super::status::resource_statuses;
 use crate::control::{Control, SyncState, TriggerRequest, Unobserved};
@@ -29,7 +30,7 @@ use crate::declarations::expand::{Expansion, expand};
 use crate::desired::Snapshot;
 use crate::events::Event;
 use crate::model::{RunStatus, Trigger};
-use crate::store::{Fence, LeaderLock, Store};
+use crate::store::{Fence, LeaderLock, NewRun, Store};
 use mycopod_adapters::backoff::Backoff;
 use mycopod_adapters::llm::LlmClient;
 
@@ -130,6 +131,12 @@ pub struct Driver {
     failures: u32,
     /// Who pushed, from the last signed webhook, for the next run.
     pusher: Option<String>,
+    /// The run recorded `observing` for the reconcile under way, ended by it or, when the
+    /// reconcile fails, by the step.
+    accepted: Option<i64>,
+    /// The last commit a run was recorded for on acceptance: a poll records one run per new
+    /// commit, not one per retry while the commit cannot be read or observed.
+    accepted_commit: Option<String>,
 }
 
 impl Driver {
@@ -158,6 +165,8 @@ impl Driver {
             world: None,
             failures: 0,
             pusher: None,
+            accepted: None,
+            accepted_commit: None,
         }
     }
 
@@ -296,8 +305,9 @@ impl Driver {
     }
 
     /// Fetches the source. On failure the last good commit stays in force and the status
-    /// shows the error. Returns whether a commit is available.
-    async fn fetch(&mut self) -> Result<(), String> {
+    /// shows the error. Returns the commit fetched when it is not the one whose declarations
+    /// are loaded (read them with [`Driver::load`]); fails when no commit is available.
+    async fn fetch(&mut self) -> Result<Option<CommitId>, String> {
         let started = Instant::now();
         let fetched = self.source.fetch(&self.settings.git_ref).await;
         metrics::histogram!("mycopod_git_fetch_duration_seconds")
@@ -311,7 +321,7 @@ impl Driver {
                 self.control
                     .update_status(|s| s.last_fetch_error = Some(message.clone()));
                 return if self.current.is_some() {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(message)
                 };
@@ -319,18 +329,63 @@ impl Driver {
         };
         metrics::counter!("mycopod_outside_requests_total", "adapter" => "git", "result" => "ok")
             .increment(1);
-        if self.current.as_ref().map(|(c, _)| c.as_str()) != Some(commit.as_str()) {
-            let loaded = self.read(&commit).await?;
-            self.control.set_files(Arc::new(loaded.clone()));
-            self.current = Some((commit.as_str().to_owned(), loaded));
-        }
         let now = Utc::now();
         self.control.update_status(|s| {
             s.last_fetch_at = Some(now);
             s.last_fetch_error = None;
             s.commit = Some(commit.as_str().to_owned());
         });
+        let loaded = self.current.as_ref().map(|(c, _)| c.as_str());
+        Ok((loaded != Some(commit.as_str())).then_some(commit))
+    }
+
+    /// Reads the declarations of a newly fetched commit and makes it the current one.
+    async fn load(&mut self, commit: &CommitId) -> Result<(), String> {
+        let loaded = self.read(commit).await?;
+        self.control.set_files(Arc::new(loaded.clone()));
+        self.current = Some((commit.as_str().to_owned(), loaded));
         Ok(())
+    }
+
+    /// Records a run `observing` the moment a trigger is accepted for `commit`, so that the
+    /// API and the event stream show it before anything is read or observed: once per new
+    /// commit, and for every webhook or manual trigger (a drift check of an unchanged commit
+    /// on the timer records a run only when it finds something). A failure to record is
+    /// logged; the reconcile then records its run when planned, as without.
+    async fn accept(
+        &mut self,
+        commit: &str,
+        top: Reason,
+        unchanged: bool,
+        trigger: Trigger,
+        requested_by: Option<&str>,
+    ) {
+        let new_commit = !unchanged && self.accepted_commit.as_deref() != Some(commit);
+        if !new_commit && !matches!(top, Reason::Manual | Reason::Webhook) {
+            return;
+        }
+        self.accepted_commit = Some(commit.to_owned());
+        let run = NewRun {
+            scope: self.settings.run.scope.clone(),
+            commit_sha: commit.to_owned(),
+            trigger,
+            requested_by: requested_by.map(str::to_owned),
+            status: RunStatus::Observing,
+            plan: serde_json::json!({}),
+            plan_hash: String::new(),
+            required_approvals: 0,
+            error: None,
+            expires_at: None,
+            actions: Vec::new(),
+        };
+        match self
+            .store
+            .insert_run(&run, super::run::CONTROLLER, Utc::now())
+            .await
+        {
+            Ok(id) => self.accepted = Some(id),
+            Err(e) => tracing::warn!(error = %e, commit, "record the accepted run"),
+        }
     }
 
     async fn read(&self, commit: &CommitId) -> Result<Loaded, String> {
@@ -351,10 +406,28 @@ impl Driver {
     pub async fn step(&mut self, reasons: &[Reason], requested_by: Option<&str>) -> Requeue {
         match self.try_step(reasons, requested_by).await {
             Ok(()) => {
+                self.accepted = None;
                 self.failures = 0;
                 Requeue::AwaitChange
             }
             Err(message) => {
+                if let Some(id) = self.accepted.take() {
+                    // Ends it only if the reconcile did not get to (a conditional change).
+                    let ended = self
+                        .store
+                        .transition_run(
+                            id,
+                            RunStatus::Observing,
+                            RunStatus::Failed,
+                            super::run::CONTROLLER,
+                            Some(&message),
+                            Utc::now(),
+                        )
+                        .await;
+                    if let Err(e) = ended {
+                        tracing::warn!(run_id = id, error = %e, "end the accepted run");
+                    }
+                }
                 self.failures = self.failures.saturating_add(1);
                 // Not jittered: one loop per scope, nobody to collide with.
                 let delay = Backoff::new(self.settings.backoff_base, self.settings.backoff_cap)
@@ -383,8 +456,12 @@ impl Driver {
             .expire_runs(super::run::CONTROLLER, now)
             .await
             .map_err(|e| format!("expire runs: {e}"))?;
-        self.fetch().await?;
-        let Some((commit, loaded)) = self.current.clone() else {
+        let fetched = self.fetch().await?;
+        let Some(commit) = fetched
+            .as_ref()
+            .map(|c| c.as_str().to_owned())
+            .or_else(|| self.current.as_ref().map(|(c, _)| c.clone()))
+        else {
             return Err("no commit fetched yet".to_owned());
         };
         let unchanged = self.reconciled.as_deref() == Some(commit.as_str());
@@ -405,6 +482,14 @@ impl Driver {
             Reason::Webhook => Trigger::Webhook,
             _ if unchanged => Trigger::Drift,
             _ => Trigger::Poll,
+        };
+        self.accept(&commit, top, unchanged, trigger, requested_by)
+            .await;
+        if let Some(fetched) = &fetched {
+            self.load(fetched).await?;
+        }
+        let Some((commit, loaded)) = self.current.clone() else {
+            return Err("no commit fetched yet".to_owned());
         };
         // Declarations become documents (translated once per text and model, then cached).
         let (loaded, declarations) =
@@ -430,6 +515,7 @@ impl Driver {
                 .map_err(|e| format!("list the commits since the last converged one: {e}"))?;
         }
         settings.pusher = self.pusher.take();
+        settings.accepted = self.accepted;
         let started = Instant::now();
         let report = reconcile_report(
             &self.store,
@@ -614,11 +700,6 @@ fn describe(report: &Reconciled) -> String {
     if report.problems.is_empty() {
         return done;
     }
-    let unobserved: Vec<String> = report
-        .problems
-        .iter()
-        .map(|p| format!("{}: {}", p.resource, p.message))
-        .collect();
     let lead = if report.outcome == Outcome::ObservationFailed {
         done
     } else {
@@ -626,7 +707,7 @@ fn describe(report: &Reconciled) -> String {
     };
     format!(
         "{lead} (not observed, nothing planned for it: {})",
-        unobserved.join("; ")
+        describe_problems(&report.problems)
     )
 }
 

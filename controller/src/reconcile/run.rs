@@ -64,8 +64,13 @@ pub struct RunSettings {
     pub fencing: Option<Fencing>,
     /// The clock applying reads: every action transition is stamped with it and a policy's
     /// window is checked against it before each phase. The decision to apply uses the
-    /// reconcile's `now`; applying takes time, so what follows reads this clock.
+    /// reconcile's `now`; applying takes time, so what follows reads this clock. Runs are
+    /// recorded and claimed at this clock's time too, never at the reconcile's start.
     pub clock: Clock,
+    /// The run recorded `observing` when the loop accepted this reconcile's trigger: this
+    /// reconcile plans it, or ends it (nothing to change, observation failed, or the same
+    /// plan is already held by another run) instead of recording a new one.
+    pub accepted: Option<i64>,
 }
 
 /// A leader's fence and how long its lease lasts when renewed.
@@ -93,6 +98,7 @@ impl RunSettings {
             pusher: None,
             fencing: None,
             clock: Clock::system(),
+            accepted: None,
         }
     }
 }
@@ -283,13 +289,24 @@ pub async fn reconcile_report(
         Next::InSync => {
             // An empty plan over what could not be seen is not convergence.
             let outcome = if problems.is_empty() {
+                settle(store, settings, RunStatus::NoChanges, None)
+                    .await
+                    .map_err(db)?;
                 Outcome::InSync
             } else {
+                let why = format!("observation failed: {}", describe_problems(&problems));
+                settle(store, settings, RunStatus::Failed, Some(&why))
+                    .await
+                    .map_err(db)?;
                 Outcome::ObservationFailed
             };
             return Ok(waited(outcome, problems, desired, planned));
         }
         Next::StillWaiting { run_id } => {
+            let why = format!("the same plan already waits for approval in run {run_id}");
+            settle(store, settings, RunStatus::Superseded, Some(&why))
+                .await
+                .map_err(db)?;
             return Ok(waited(
                 Outcome::Waiting { run_id },
                 problems,
@@ -298,6 +315,10 @@ pub async fn reconcile_report(
             ));
         }
         Next::ApplyApproved { run_id } => {
+            let why = format!("the same plan was approved in run {run_id}, which applies it");
+            settle(store, settings, RunStatus::Superseded, Some(&why))
+                .await
+                .map_err(db)?;
             // Windows are checked when the run is applied, not only when it was approved.
             let needs = run_requirement_of(store, run_id).await.map_err(db)?;
             if let Gate::Window(opens_at) = gate(&needs, true, now) {
@@ -309,7 +330,7 @@ pub async fn reconcile_report(
                 ));
             }
             let applied = apply_run(
-                store, world, settings, run_id, &needs, &desired, &observed, &planned, now,
+                store, world, settings, run_id, &needs, &desired, &observed, &planned,
             )
             .await
             .map_err(db)?;
@@ -370,7 +391,7 @@ pub async fn reconcile_report(
             })
             .collect(),
     };
-    let run_id = store.insert_run(&new, CONTROLLER, now).await.map_err(db)?;
+    let run_id = record_run(store, settings, &new).await.map_err(db)?;
     store
         .supersede_waiting_runs(scope, run_id, CONTROLLER, now)
         .await
@@ -390,7 +411,7 @@ pub async fn reconcile_report(
         )),
         Gate::Open => {
             let applied = apply_run(
-                store, world, settings, run_id, &run_needs, &desired, &observed, &planned, now,
+                store, world, settings, run_id, &run_needs, &desired, &observed, &planned,
             )
             .await
             .map_err(db)?;
@@ -521,6 +542,8 @@ async fn record_invalid(
         .iter()
         .find(|r| r.commit_sha == commit && r.plan_hash == hash)
     {
+        let why = format!("the same findings are recorded in run {}", run.id);
+        settle(store, settings, RunStatus::Superseded, Some(&why)).await?;
         return Ok(run.id);
     }
     let errors = findings
@@ -532,32 +555,81 @@ async fn record_invalid(
         .find(|d| d.severity == mycopod_specs::Severity::Error)
         .map(|d| format!("{}:{}:{}: {}", d.file, d.line, d.column, d.message))
         .unwrap_or_default();
-    let run_id = store
-        .insert_run(
-            &NewRun {
-                scope: scope.to_owned(),
-                commit_sha: commit.to_owned(),
-                trigger,
-                requested_by: requested_by.map(str::to_owned),
-                status: RunStatus::Invalid,
-                plan: document,
-                plan_hash: hash,
-                required_approvals: 0,
-                error: Some(format!(
-                    "{errors} error(s) in the declarations; first: {first}"
-                )),
-                expires_at: None,
-                actions: Vec::new(),
-            },
-            CONTROLLER,
-            now,
-        )
-        .await?;
+    let run_id = record_run(
+        store,
+        settings,
+        &NewRun {
+            scope: scope.to_owned(),
+            commit_sha: commit.to_owned(),
+            trigger,
+            requested_by: requested_by.map(str::to_owned),
+            status: RunStatus::Invalid,
+            plan: document,
+            plan_hash: hash,
+            required_approvals: 0,
+            error: Some(format!(
+                "{errors} error(s) in the declarations; first: {first}"
+            )),
+            expires_at: None,
+            actions: Vec::new(),
+        },
+    )
+    .await?;
     // A newer commit, even an invalid one, makes the waiting plans of older commits stale.
     store
         .supersede_waiting_runs(scope, run_id, CONTROLLER, now)
         .await?;
     Ok(run_id)
+}
+
+/// Records `new`: plans the run accepted as `observing` when there is one (and it still
+/// observes), records a new run otherwise. Returns the run's id.
+async fn record_run(
+    store: &Store,
+    settings: &RunSettings,
+    new: &NewRun,
+) -> Result<i64, StoreError> {
+    let now = settings.clock.now();
+    if let Some(id) = settings.accepted
+        && store
+            .complete_observed_run(id, new, CONTROLLER, now)
+            .await?
+    {
+        return Ok(id);
+    }
+    store.insert_run(new, CONTROLLER, now).await
+}
+
+/// Ends the run accepted as `observing`, if there is one, in `to` (a terminal state) with
+/// `why` as its error or note.
+async fn settle(
+    store: &Store,
+    settings: &RunSettings,
+    to: RunStatus,
+    why: Option<&str>,
+) -> Result<(), StoreError> {
+    if let Some(id) = settings.accepted {
+        store
+            .transition_run(
+                id,
+                RunStatus::Observing,
+                to,
+                CONTROLLER,
+                why,
+                settings.clock.now(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// What could not be observed, as one line: `Guest/web: unauthorized; Guest/db: ...`.
+pub fn describe_problems(problems: &[ObserveProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}: {}", p.resource, p.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Claims an approved run and applies its actions in order. Transient errors are retried with
@@ -573,10 +645,12 @@ async fn apply_run(
     desired: &DesiredState,
     observed: &crate::plan::Observed,
     planned: &Planned,
-    now: DateTime<Utc>,
 ) -> Result<AppliedRun, StoreError> {
     let fence = settings.fencing.as_ref().map(|f| &f.fence);
-    if !store.claim_run(run_id, CONTROLLER, fence, now).await? {
+    if !store
+        .claim_run(run_id, CONTROLLER, fence, settings.clock.now())
+        .await?
+    {
         // Another replica (or a concurrent reconcile) won the claim.
         return Ok(AppliedRun {
             status: RunStatus::Applying,
@@ -954,10 +1028,10 @@ fn describe(e: &ApplyError) -> String {
     }
 }
 
-/// After a crash or restart: closes every run of `scope` left in `applying`. An action left
-/// `running` may or may not have reached the outside world, so it is never retried blindly:
-/// it is marked failed as interrupted, the actions not started are skipped, and the run ends
-/// `superseded`. The next reconcile observes and plans again, so what the interrupted run did
+/// After a crash or restart: closes every run of `scope` left in `applying`, and fails those
+/// left `observing` (never planned). An action left `running` may or may not have reached the
+/// outside world, so it is never retried blindly: it is marked failed as interrupted, the
+/// actions not started are skipped, and the run ends `superseded`. The next reconcile observes and plans again, so what the interrupted run did
 /// is not planned twice and what it did not do is planned anew. Returns the closed run ids.
 pub async fn recover_interrupted(
     store: &Store,
@@ -1008,6 +1082,23 @@ pub async fn recover_interrupted(
                 RunStatus::Superseded,
                 CONTROLLER,
                 Some("interrupted by a restart; planned again from what was observed"),
+                fence,
+                now,
+            )
+            .await?
+        {
+            closed.push(run.id);
+        }
+    }
+    // A run accepted but never planned: its commit is planned again by the next reconcile.
+    for run in runs_of(store, scope, RunStatus::Observing).await? {
+        if store
+            .transition_run_fenced(
+                run.id,
+                RunStatus::Observing,
+                RunStatus::Failed,
+                CONTROLLER,
+                Some("interrupted by a restart while observing; the commit is planned again"),
                 fence,
                 now,
             )

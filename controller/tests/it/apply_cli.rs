@@ -381,7 +381,14 @@ async fn serve_after_apply_should_not_read_unchanged_guests_again() {
             .await
             .unwrap()
             .runs;
-        assert_eq!(runs.len(), 1, "only apply's run: serve found nothing to do");
+        assert_eq!(runs.len(), 2, "apply's run and serve's: {runs:?}");
+        // Listed newest first: serve's run of the repository's commit found nothing to do.
+        assert_eq!(
+            runs[0].status,
+            mycopod::model::RunStatus::NoChanges,
+            "serve found nothing to do: {runs:?}"
+        );
+        assert_eq!(runs[1].commit_sha, "worktree");
         store.close().await;
     })
     .await;

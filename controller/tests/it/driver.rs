@@ -185,10 +185,14 @@ async fn the_loop_should_wait_for_approval_apply_verify_and_then_stay_quiet() {
             "a poll of an unchanged commit observes nothing"
         );
         lp.driver.step(&[Reason::Manual], Some("ops")).await;
-        assert_eq!(
-            runs(&rig.store).await.len(),
-            1,
-            "a no-op reconcile records no run"
+        let all = runs(&rig.store).await;
+        assert_eq!(all.len(), 2, "the manual trigger is recorded: {all:?}");
+        assert_eq!(all[1].status, RunStatus::NoChanges, "{all:?}");
+        assert_eq!(all[1].trigger, Trigger::Manual);
+        assert_eq!(all[1].requested_by.as_deref(), Some("ops"));
+        assert!(
+            rig.store.list_actions(all[1].id).await.unwrap().is_empty(),
+            "a no-op reconcile plans nothing"
         );
         assert_eq!(lp.control.status().last_outcome.as_deref(), Some("in sync"));
     })
@@ -632,7 +636,22 @@ async fn a_declaration_should_be_translated_once_and_its_resources_need_approval
         // The same commit plans the same way again, from the cache: no second question.
         lp.driver.step(&[Reason::Manual], None).await;
         assert_eq!(sim.requests().len(), 1, "the cache answered");
-        assert_eq!(runs(&rig.store).await.len(), 2, "the same plan still waits");
+        let all = runs(&rig.store).await;
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(
+            all[1].status,
+            RunStatus::AwaitingApproval,
+            "the same plan still waits"
+        );
+        assert_eq!(all[2].status, RunStatus::Superseded, "{all:?}");
+        assert!(
+            all[2]
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&format!("run {}", all[1].id)),
+            "the trigger's run names the run that holds its plan: {all:?}"
+        );
         let declaration = lp
             .control
             .status()
@@ -656,9 +675,11 @@ async fn without_a_model_a_declaration_should_show_as_not_translated_and_fail_no
         let repo = Repo::new();
         let mut lp = converged_then(&rig, &repo, None, DECLARATION).await;
         lp.driver.step(&[Reason::Poll], None).await;
+        let all = runs(&rig.store).await;
+        assert_eq!(all.len(), 2, "{all:?}");
         assert_eq!(
-            runs(&rig.store).await.len(),
-            1,
+            all[1].status,
+            RunStatus::NoChanges,
             "nothing to do, nothing failed"
         );
         let status = lp.control.status();
@@ -689,9 +710,11 @@ async fn a_model_answering_garbage_should_fail_only_its_declaration() {
         let mut lp = converged_then(&rig, &repo, Some(llm(&sim)), DECLARATION).await;
         lp.driver.step(&[Reason::Poll], None).await;
         assert_eq!(sim.requests().len(), 2, "one answer and one correction");
+        let all = runs(&rig.store).await;
+        assert_eq!(all.len(), 2, "{all:?}");
         assert_eq!(
-            runs(&rig.store).await.len(),
-            1,
+            all[1].status,
+            RunStatus::NoChanges,
             "nothing generated, nothing planned"
         );
         let status = lp.control.status();
@@ -756,9 +779,17 @@ async fn a_cluster_that_cannot_be_observed_should_fail_the_status_not_look_in_sy
             .find(|r| r.kind == "Guest" && r.name == "web")
             .unwrap();
         assert_eq!(web.sync, SyncState::Unknown, "{web:?}");
-        assert_eq!(
-            runs(&rig.store).await.len(),
-            converged,
+        let all = runs(&rig.store).await;
+        assert_eq!(all.len(), converged + 1, "{all:?}");
+        let failed = &all[converged];
+        assert_eq!(failed.status, RunStatus::Failed, "{failed:?}");
+        let why = failed.error.as_deref().unwrap_or_default();
+        assert!(
+            why.starts_with("observation failed") && why.contains("ProxmoxCluster/home"),
+            "the trigger's run says what could not be seen: {why}"
+        );
+        assert!(
+            rig.store.list_actions(failed.id).await.unwrap().is_empty(),
             "nothing is planned for what could not be seen"
         );
 

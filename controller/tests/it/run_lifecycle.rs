@@ -736,3 +736,145 @@ async fn applying_should_stamp_and_check_windows_with_its_own_clock_not_the_reco
     })
     .await;
 }
+
+/// Records a run `observing` as the loop does when it accepts a trigger for `commit`.
+async fn accept(rig: &Rig, commit: &str) -> i64 {
+    rig.store
+        .insert_run(
+            &mycopod::store::NewRun {
+                scope: "site".to_owned(),
+                commit_sha: commit.to_owned(),
+                trigger: Trigger::Webhook,
+                requested_by: None,
+                status: RunStatus::Observing,
+                plan: serde_json::json!({}),
+                plan_hash: String::new(),
+                required_approvals: 0,
+                error: None,
+                expires_at: None,
+                actions: Vec::new(),
+            },
+            "controller",
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+}
+
+async fn reconcile_accepted(
+    rig: &Rig,
+    world: &LiveWorld,
+    commit: &str,
+    yaml: &str,
+    accepted: i64,
+) -> Outcome {
+    let loaded = mycopod_specs::load_str("site.yaml", yaml);
+    let mut settings = settings();
+    settings.accepted = Some(accepted);
+    let (outcome, problems) = reconcile(
+        &rig.store,
+        world,
+        &settings,
+        commit,
+        &loaded,
+        Trigger::Webhook,
+        None,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_accepted_observing_should_become_the_plan_or_end_saying_why_not() {
+    within(async {
+        let rig = Rig::start().await;
+        let yaml = rig.yaml(2, 0.75);
+        let world = LiveWorld::new(&rig.desired(2), &rig.env);
+
+        // Planned: the accepted run itself holds the plan and waits; no second run.
+        let first = accept(&rig, "c1").await;
+        assert_eq!(
+            reconcile_accepted(&rig, &world, "c1", &yaml, first).await,
+            Outcome::Waiting { run_id: first }
+        );
+        let run = rig.store.get_run(first).await.unwrap();
+        assert_eq!(run.status, RunStatus::AwaitingApproval);
+        assert_eq!(run.trigger, Trigger::Webhook);
+        assert_eq!(run.plan_hash.len(), 64, "{run:?}");
+        assert!(!rig.store.list_actions(first).await.unwrap().is_empty());
+        let listed = rig.store.list_runs(&Default::default()).await.unwrap();
+        assert_eq!(listed.runs.len(), 1, "{listed:?}");
+
+        // The same plan again (another push of the commit): the waiting run holds it.
+        let again = accept(&rig, "c1").await;
+        assert_eq!(
+            reconcile_accepted(&rig, &world, "c1", &yaml, again).await,
+            Outcome::Waiting { run_id: first }
+        );
+        let run = rig.store.get_run(again).await.unwrap();
+        assert_eq!(run.status, RunStatus::Superseded);
+        assert!(
+            run.error
+                .as_deref()
+                .unwrap()
+                .contains(&format!("run {first}")),
+            "{run:?}"
+        );
+
+        // Approved and applied; then a commit that changes nothing ends `no_changes`.
+        let hash = rig.store.get_run(first).await.unwrap().plan_hash;
+        rig.store
+            .record_decision(first, "olivia", &hash, Decision::Approve, None, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            reconcile_text(&rig, &world, "c1", &yaml).await,
+            Outcome::Applied {
+                run_id: first,
+                status: RunStatus::Succeeded
+            }
+        );
+        let quiet = accept(&rig, "c2").await;
+        assert_eq!(
+            reconcile_accepted(&rig, &world, "c2", &yaml, quiet).await,
+            Outcome::InSync
+        );
+        let run = rig.store.get_run(quiet).await.unwrap();
+        assert_eq!(run.status, RunStatus::NoChanges);
+        assert!(run.finished_at.is_some());
+
+        // Invalid declarations: the accepted run records the findings.
+        let bad = accept(&rig, "c3").await;
+        let outcome = reconcile_accepted(
+            &rig,
+            &world,
+            "c3",
+            "apiVersion: mycopod/v1\nkind: Nope\n",
+            bad,
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Invalid { run_id: bad });
+        assert_eq!(
+            rig.store.get_run(bad).await.unwrap().status,
+            RunStatus::Invalid
+        );
+
+        // A run left observing by a crash is failed on restart, not left to look busy.
+        let orphan = accept(&rig, "c4").await;
+        let closed =
+            mycopod::reconcile::run::recover_interrupted(&rig.store, "site", None, Utc::now())
+                .await
+                .unwrap();
+        assert_eq!(closed, [orphan]);
+        let run = rig.store.get_run(orphan).await.unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        assert!(
+            run.error.as_deref().unwrap().contains("observing"),
+            "{run:?}"
+        );
+    })
+    .await;
+}

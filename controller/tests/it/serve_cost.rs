@@ -1,6 +1,7 @@
 //! What one committed change costs `mycopod serve` against the Proxmox simulator: one
 //! observation to plan and one to verify what was applied, and never another pass caused by
-//! the loop's own writes (the `approved` event of a run it records as approved itself).
+//! the loop's own writes (the `approved` event of a run it records as approved itself); and
+//! the run of a change recorded the moment it is accepted, before the cluster answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
@@ -8,8 +9,8 @@ use crate::support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use mycopod::model::RunStatus;
-use mycopod::store::{RunFilter, Store};
+use mycopod::model::{RunStatus, Trigger};
+use mycopod::store::{RunFilter, RunSummary, Store};
 use mycopod_adapters::proxmox::sim::SimHandle;
 use support::{git, within};
 
@@ -128,6 +129,97 @@ async fn one_committed_change_should_cost_one_observation_to_plan_and_one_to_ver
                 .all(|r| r.as_str() == format!("GET /nodes/pve1/lxc/{}/config", GUESTS.start)),
             "only the changed guest is read in full: {configs_read:?}"
         );
+        store.close().await;
+    })
+    .await;
+}
+
+/// The runs of `commit`, once there is at least one in a state `done` accepts.
+async fn runs_of_commit(
+    store: &Store,
+    commit: &str,
+    done: impl Fn(&RunSummary) -> bool,
+) -> Vec<RunSummary> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs: Vec<RunSummary> = store
+            .list_runs(&RunFilter::default())
+            .await
+            .unwrap()
+            .runs
+            .into_iter()
+            .filter(|r| r.commit_sha == commit)
+            .collect();
+        if runs.iter().any(&done) {
+            return runs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for a run of {commit}: {runs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_committed_change_should_be_recorded_observing_before_the_cluster_answers() {
+    within(async {
+        let pve = SimHandle::start(Default::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = support::serve_setup(
+            dir.path(),
+            &declarations(&pve.base_url(), 1),
+            &pve.base_url(),
+        );
+        let mut server = serve(&config);
+        let db = dir.path().join("m.db");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !db.exists() {
+            assert!(tokio::time::Instant::now() < deadline, "serve started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let store = Store::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        wait_for_succeeded(&store, 1).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        // The cluster stops answering; a change is committed.
+        pve.hold_requests();
+        pve.clear_requests();
+        let repo = dir.path().join("repo");
+        std::fs::write(repo.join("site.yaml"), declarations(&pve.base_url(), 2)).unwrap();
+        git(&repo, &["commit", "--quiet", "--all", "-m", "more cores"]);
+        let head = git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
+
+        // Its run is listed while nothing has been answered: observing, with its trigger.
+        let runs = runs_of_commit(&store, &head, |_| true).await;
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        let accepted = &runs[0];
+        assert_eq!(accepted.status, RunStatus::Observing, "{accepted:?}");
+        assert_eq!(accepted.trigger, Trigger::Poll);
+        assert!(pve.requests().is_empty(), "{:?}", pve.requests());
+
+        // Once the cluster answers, that same run is planned and applied; no second run.
+        pve.release_requests();
+        let runs = runs_of_commit(&store, &head, |r| r.status == RunStatus::Succeeded).await;
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        let run = store.get_run(accepted.id).await.unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded);
+        assert_eq!(run.plan_hash.len(), 64);
+        assert!(run.created_at <= run.started_at.unwrap(), "{run:?}");
+
+        // A commit that changes nothing declared is recorded too, and ends with no changes.
+        std::fs::write(repo.join("NOTES.md"), "nothing declared changes here\n").unwrap();
+        git(&repo, &["add", "--all"]);
+        git(&repo, &["commit", "--quiet", "-m", "notes"]);
+        let quiet = git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
+        let runs = runs_of_commit(&store, &quiet, |r| r.status.is_terminal()).await;
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(runs[0].status, RunStatus::NoChanges, "{runs:?}");
+
+        server.kill().unwrap();
+        server.wait().unwrap();
         store.close().await;
     })
     .await;

@@ -9,6 +9,8 @@ import { badge, errorBox, h, notice, short, table, time, words } from "../dom.js
 export const title = "Runs";
 
 const STATUSES = [
+  "observing",
+  "no_changes",
   "awaiting_approval",
   "approved",
   "applying",
@@ -180,7 +182,7 @@ async function renderRun(main, id) {
     ["Commit", h("code", { title: run.commit_sha }, run.commit_sha || "—")],
     ["Trigger", words(run.trigger)],
     ["Requested by", run.requested_by || "—"],
-    ["Plan hash", h("code", { title: run.plan_hash }, short(run.plan_hash))],
+    ["Plan hash", run.plan_hash ? h("code", { title: run.plan_hash }, short(run.plan_hash)) : "—"],
     ["Approvals", `${approvals.filter((a) => a.decision === "approve" && a.plan_hash === run.plan_hash).length} of ${run.required_approvals}`],
     ["Created", time(run.created_at)],
     ["Expires", run.status === "awaiting_approval" ? time(run.expires_at) : null],
@@ -210,6 +212,8 @@ async function renderRun(main, id) {
   main.append(h("h2", { id: "plan-title" }, `Plan (${actions.length} action${actions.length === 1 ? "" : "s"})`));
   if (run.status === "invalid" && !actions.length) {
     main.append(h("pre", null, JSON.stringify(run.plan, null, 2)));
+  } else if (run.status === "observing") {
+    main.append(h("p", { class: "muted" }, "Observing the world; the plan follows."));
   } else if (!actions.length) {
     main.append(h("p", { class: "muted" }, "Nothing to do."));
   } else {
