@@ -103,6 +103,9 @@ pub async fn run(config: &Config, args: &Args) -> ExitCode {
         }
     };
     let (approval_lines, needed) = approvals_summary(&desired, trusted.as_deref(), &planned);
+    // The run is planned from this same observation: one apply, one observation (and the
+    // verification after applying). The approval below names the plan shown above.
+    settings.observed = Some(std::sync::Arc::new(observed));
 
     let mut attempt = 0;
     loop {

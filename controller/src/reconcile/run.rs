@@ -7,6 +7,7 @@
 //! whose plan hash no longer matches a fresh plan is superseded, never applied.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,7 +19,7 @@ use super::decide::{Gate, KnownRun, Next, decide, gate, new_run_requirement};
 use super::observe::{LiveWorld, ObserveProblem};
 use crate::clock::Clock;
 use crate::model::{ActionStatus, RunStatus, Trigger};
-use crate::plan::{Action, Options, Planned, plan};
+use crate::plan::{Action, Observed, Options, Planned, plan};
 use crate::policy::{
     NamedPolicy, Requirement, expires_at, requirements_for_plan, stored_policies,
     stored_requirement,
@@ -71,6 +72,11 @@ pub struct RunSettings {
     /// reconcile plans it, or ends it (nothing to change, observation failed, or the same
     /// plan is already held by another run) instead of recording a new one.
     pub accepted: Option<i64>,
+    /// An observation of this commit's declared world already made by the caller
+    /// (`mycopod apply` observes to show the plan first): planned from instead of observing
+    /// again, so one apply costs one observation and the verification. It must cover
+    /// everything declared (nothing unobserved).
+    pub observed: Option<Arc<Observed>>,
 }
 
 /// A leader's fence and how long its lease lasts when renewed.
@@ -99,6 +105,7 @@ impl RunSettings {
             fencing: None,
             clock: Clock::system(),
             accepted: None,
+            observed: None,
         }
     }
 }
@@ -247,8 +254,15 @@ pub async fn reconcile_report(
         }
     };
 
-    let (observed, problems) = world.observe(&desired, Some(store)).await;
-    let planned = plan(commit, &desired, &observed, settings.options);
+    let fresh;
+    let (observed, problems): (&Observed, Vec<ObserveProblem>) = match &settings.observed {
+        Some(seen) => (seen, Vec::new()),
+        None => {
+            fresh = world.observe(&desired, Some(store)).await;
+            (&fresh.0, fresh.1)
+        }
+    };
+    let planned = plan(commit, &desired, observed, settings.options);
     let hash = planned.plan.hash();
 
     // What to do is decided without I/O (`decide.rs`); here it is carried out.
@@ -330,7 +344,7 @@ pub async fn reconcile_report(
                 ));
             }
             let applied = apply_run(
-                store, world, settings, run_id, &needs, &desired, &observed, &planned,
+                store, world, settings, run_id, &needs, &desired, observed, &planned,
             )
             .await
             .map_err(db)?;
@@ -348,9 +362,7 @@ pub async fn reconcile_report(
         Next::RecordNew => {}
     }
 
-    let trusted = trusted_policies(store, scope, &observed)
-        .await
-        .map_err(db)?;
+    let trusted = trusted_policies(store, scope, observed).await.map_err(db)?;
     let trusted_refs: Option<Vec<NamedPolicy<'_>>> = trusted.as_ref().map(|list| {
         list.iter()
             .map(|(name, spec)| NamedPolicy { name, spec })
@@ -411,7 +423,7 @@ pub async fn reconcile_report(
         )),
         Gate::Open => {
             let applied = apply_run(
-                store, world, settings, run_id, &run_needs, &desired, &observed, &planned,
+                store, world, settings, run_id, &run_needs, &desired, observed, &planned,
             )
             .await
             .map_err(db)?;

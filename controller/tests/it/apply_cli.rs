@@ -207,6 +207,22 @@ async fn after_apply_a_plan_should_read_only_the_listing_and_still_find_edits_pa
         assert!(sent.len() <= 3, "{sent:?}");
         assert_eq!(sent, ["GET /cluster/resources"]);
 
+        // So does an apply with nothing to do: the plan it shows is the one it records.
+        pve.clear_requests();
+        let (code, stdout, stderr) = apply_async(dir.path(), &[]).await;
+        assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("nothing to apply"), "{stdout}");
+        let sent: Vec<String> = pve
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert_eq!(
+            sent,
+            ["GET /cluster/resources"],
+            "one observation per apply"
+        );
+
         // An edit the listing does not show is planned once the full-read bound has passed.
         assert!(pve.modify_guest(300, |g| {
             g.config.insert("onboot".into(), "0".into());
