@@ -143,6 +143,9 @@ codes! {
     SecretNotAllowed => "secret-not-allowed",
     /// A listed secret that would be sent to a destination its entry does not name.
     SecretDestination => "secret-destination",
+    /// A file of the folder that is not read: a symlink leading outside the folder (or
+    /// nowhere), or not a regular file (a device, FIFO or socket).
+    NotRead => "not-read",
 }
 
 impl fmt::Display for Code {

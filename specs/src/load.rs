@@ -140,17 +140,33 @@ pub fn load_str(file_name: &str, text: &str) -> Loaded {
 /// Loads a file, or every `*.yaml`/`*.yml` below a directory (recursively, in name order,
 /// skipping hidden entries). File names in diagnostics are `path` joined with the relative
 /// name. A file that is not UTF-8 is a finding; a path that cannot be read is a [`LoadError`].
+///
+/// A directory is untrusted input (a pull request's checkout): only regular files inside it
+/// are read. A symlink that leads outside it, a device, a FIFO or a socket is a `not-read`
+/// finding and is never opened, so nothing outside the folder can reach the output.
 pub fn load_path(path: &Path) -> Result<Loaded, LoadError> {
     let meta = std::fs::metadata(path).map_err(|source| LoadError::Metadata {
         path: path.to_owned(),
         source,
     })?;
     let mut files = Vec::new();
+    let mut refused = Vec::new();
     if meta.is_dir() {
-        let mut visited = std::collections::HashSet::new();
-        collect(path, &mut files, &mut visited)?;
-    } else {
+        let root = std::fs::canonicalize(path).map_err(|source| LoadError::Metadata {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut walk = Walk {
+            root: &root,
+            files: &mut files,
+            refused: &mut refused,
+            visited: std::collections::HashSet::new(),
+        };
+        walk.dir(path)?;
+    } else if meta.is_file() {
         files.push(path.to_owned());
+    } else {
+        refused.push((path.to_owned(), NOT_REGULAR));
     }
     let mut loaded = Loaded::default();
     for file in files {
@@ -178,57 +194,113 @@ pub fn load_path(path: &Path) -> Result<Loaded, LoadError> {
             }
         }
     }
+    for (file, why) in refused {
+        loaded.diagnostics.push(Diagnostic {
+            file: display_name(&file),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            severity: Severity::Error,
+            code: Code::NotRead,
+            message: format!("not read: {why}"),
+        });
+    }
     Ok(loaded)
 }
+
+const NOT_REGULAR: &str = "not a regular file (a device, FIFO or socket)";
+const OUTSIDE: &str = "a symlink that leads outside the folder";
+const DANGLING: &str = "a symlink that leads nowhere";
 
 fn display_name(path: &Path) -> String {
     let s = path.to_string_lossy();
     s.strip_prefix("./").unwrap_or(&s).to_owned()
 }
 
-fn collect(
-    dir: &Path,
-    out: &mut Vec<PathBuf>,
-    visited: &mut std::collections::HashSet<PathBuf>,
-) -> Result<(), LoadError> {
-    // A symlink back to an ancestor must not loop forever.
-    if let Ok(real) = std::fs::canonicalize(dir)
-        && !visited.insert(real)
-    {
-        return Ok(());
-    }
-    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::ReadDir {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let mut paths = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| LoadError::ReadDir {
+/// A walk of a directory for declaration files: what to read, and what was refused and why.
+struct Walk<'a> {
+    /// The directory loaded, canonical: nothing outside it is read.
+    root: &'a Path,
+    files: &'a mut Vec<PathBuf>,
+    refused: &'a mut Vec<(PathBuf, &'static str)>,
+    /// Directories already walked (a symlink back to an ancestor must not loop forever).
+    visited: std::collections::HashSet<PathBuf>,
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, dir: &Path) -> Result<(), LoadError> {
+        if let Ok(real) = std::fs::canonicalize(dir)
+            && !self.visited.insert(real)
+        {
+            return Ok(());
+        }
+        let entries = std::fs::read_dir(dir).map_err(|source| LoadError::ReadDir {
             path: dir.to_owned(),
             source,
         })?;
-        paths.push(entry.path());
-    }
-    paths.sort();
-    for path in paths {
-        let hidden = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if hidden {
-            continue;
+        let mut paths = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| LoadError::ReadDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+            paths.push(entry.path());
         }
-        // Follows symlinks, like `git` checkouts present them.
-        let meta = std::fs::metadata(&path).map_err(|source| LoadError::Metadata {
+        paths.sort();
+        for path in paths {
+            let hidden = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if !hidden {
+                self.entry(path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, path: PathBuf) -> Result<(), LoadError> {
+        let declaration = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+        let own = std::fs::symlink_metadata(&path).map_err(|source| LoadError::Metadata {
             path: path.clone(),
             source,
         })?;
+        let meta = if own.file_type().is_symlink() {
+            // Followed only where it stays inside the folder, as a checkout presents links
+            // between its own files.
+            match std::fs::canonicalize(&path) {
+                Ok(real) if real.starts_with(self.root) => {
+                    std::fs::metadata(&real).map_err(|source| LoadError::Metadata {
+                        path: path.clone(),
+                        source,
+                    })?
+                }
+                Ok(real) => {
+                    if declaration || real.is_dir() {
+                        self.refused.push((path, OUTSIDE));
+                    }
+                    return Ok(());
+                }
+                Err(_) => {
+                    if declaration {
+                        self.refused.push((path, DANGLING));
+                    }
+                    return Ok(());
+                }
+            }
+        } else {
+            own
+        };
         if meta.is_dir() {
-            collect(&path, out, visited)?;
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path);
+            self.dir(&path)?;
+        } else if declaration {
+            if meta.is_file() {
+                self.files.push(path);
+            } else {
+                self.refused.push((path, NOT_REGULAR));
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 struct RawDoc {

@@ -11,7 +11,9 @@
 //! cargo build --release -p mycopod && cargo bench -p mycopod-tests --bench push_latency
 //! ```
 //!
-//! `MYCOPOD_BENCH_SAMPLES` sets the samples per size (default 10).
+//! `MYCOPOD_BENCH_SAMPLES` sets the samples per size (default 10), `MYCOPOD_BENCH_SIZES` the
+//! guest counts (default `20,200,1000`), `MYCOPOD_BENCH_IDLE_SECS` how long the server idles
+//! before its memory is read (default 3; long enough to attach a profiler by hand).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
@@ -287,7 +289,11 @@ async fn measure(guests: u32, samples: usize) -> Result<()> {
         requests,
     );
     if guests == 1000 {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(env_number(
+            "MYCOPOD_BENCH_IDLE_SECS",
+            3,
+        )))
+        .await;
         println!(
             "idle resident memory after observing {guests} guests (VmRSS / RssAnon / RssFile): {}",
             server.rss()
@@ -297,18 +303,35 @@ async fn measure(guests: u32, samples: usize) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
-    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
-    let samples: usize = std::env::var("MYCOPOD_BENCH_SAMPLES")
+/// A whole number from the environment, or `default`.
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(default)
+}
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let samples = usize::try_from(env_number("MYCOPOD_BENCH_SAMPLES", 10)).unwrap_or(10);
+    // `MYCOPOD_BENCH_SIZES=1000` measures one size; the default is all three.
+    let sizes: Vec<u32> = match std::env::var("MYCOPOD_BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .context("MYCOPOD_BENCH_SIZES: guest counts")
+            })
+            .collect::<Result<_>>()?,
+        Err(_) => vec![20, 200, 1000],
+    };
     let rt = tokio::runtime::Runtime::new()?;
     println!(
         "| guests | push → run listed (p50 / p99 / max) | push → run finished (p50 / p99 / max) | simulator requests per change |"
     );
     println!("| --- | --- | --- | --- |");
-    for guests in [20, 200, 1000] {
+    for guests in sizes {
         rt.block_on(measure(guests, samples))?;
     }
     Ok(())

@@ -175,3 +175,49 @@ fn schema_should_print_a_draft_2020_12_schema_covering_every_kind() {
     assert_eq!(kinds.len(), 7);
     assert_eq!(schema["allOf"].as_array().unwrap().len(), 7);
 }
+
+#[test]
+fn validate_should_refuse_what_leads_out_of_the_folder_and_never_print_it() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "token: SECRET-LINE-from-outside\n").unwrap();
+    std::fs::create_dir(outside.path().join("dir")).unwrap();
+    std::fs::write(
+        outside.path().join("dir/site.yaml"),
+        "SECRET-LINE-in-a-linked-folder: [\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&examples().join("plant"), &dir.path().join("repo"));
+    let repo = dir.path().join("repo");
+    std::os::unix::fs::symlink(&secret, repo.join("leak.yaml")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", repo.join("zero.yaml")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("dir"), repo.join("linked")).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(repo.join("pipe.yaml"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    for format in ["human", "json", "github"] {
+        let out = mycopod(&["validate", "repo", "--format", format], dir.path());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{format}: {stdout}{stderr}");
+        for name in ["leak.yaml", "zero.yaml", "linked", "pipe.yaml"] {
+            assert!(
+                stdout.contains(&format!("repo/{name}")),
+                "{format}: {name} is named: {stdout}"
+            );
+        }
+        assert_eq!(
+            stdout.matches("not-read").count(),
+            4,
+            "{format}: one finding each: {stdout}"
+        );
+        assert!(
+            !stdout.contains("SECRET") && !stderr.contains("SECRET"),
+            "{format}: {stdout}{stderr}"
+        );
+    }
+}

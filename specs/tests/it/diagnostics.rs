@@ -1175,3 +1175,71 @@ spec:
         "#]],
     );
 }
+
+#[test]
+fn not_read_should_be_reported_for_what_leads_out_of_the_folder_and_never_read_it() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("secret.txt"),
+        "password: hunter2-from-outside\n",
+    )
+    .unwrap();
+    std::fs::write(outside.path().join("more.yaml"), "hunter2: also-outside\n").unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let link = |to: &std::path::Path, name: &str| {
+        std::os::unix::fs::symlink(to, repo.path().join(name)).unwrap();
+    };
+    link(&outside.path().join("secret.txt"), "leak.yaml");
+    link(std::path::Path::new("/dev/zero"), "zero.yaml");
+    link(outside.path(), "linked");
+    link(&repo.path().join("gone.yaml"), "dangling.yml");
+    let fifo = repo.path().join("pipe.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A link to a file of the folder's own is read as the file it names.
+    std::fs::create_dir(repo.path().join("shared")).unwrap();
+    std::fs::write(
+        repo.path().join("shared/declaration.txt"),
+        "apiVersion: mycopod/v1\nkind: Declaration\nmetadata: {name: a}\nspec: {text: hi}\n",
+    )
+    .unwrap();
+    link(&repo.path().join("shared/declaration.txt"), "same.yaml");
+
+    let loaded = mycopod_specs::load_path(repo.path()).unwrap();
+    let findings = validate(&loaded);
+    let root = format!("{}/", repo.path().display());
+    let text = render_human(&findings, &loaded).replace(&root, "");
+    expect![[r#"
+        error[not-read]: not read: a symlink that leads nowhere
+         --> dangling.yml
+
+        error[not-read]: not read: a symlink that leads outside the folder
+         --> leak.yaml
+
+        error[not-read]: not read: a symlink that leads outside the folder
+         --> linked
+
+        error[not-read]: not read: not a regular file (a device, FIFO or socket)
+         --> pipe.yaml
+
+        error[not-read]: not read: a symlink that leads outside the folder
+         --> zero.yaml
+
+        5 errors, 0 warnings
+    "#]].assert_eq(&text);
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        loaded.files.iter().all(|f| !f.text.contains("hunter2")),
+        "nothing outside the folder was read"
+    );
+    let read: Vec<&str> = loaded.files.iter().map(|f| &*f.name).collect();
+    assert_eq!(
+        read,
+        [format!("{root}same.yaml")],
+        "only the link inside is read"
+    );
+    assert_eq!(loaded.documents.len(), 1);
+}
