@@ -238,27 +238,31 @@ impl Store {
         })
     }
 
-    /// Counts a failed login atomically and locks the account until `lock_until` when the
-    /// count reaches `max_failures`. A lock that already expired starts the count afresh.
-    /// Returns the updated user.
-    pub async fn record_failed_login(
+    /// Admits one login attempt for `name` before its password is checked, counting it as a
+    /// failure until the password proves right: one conditional update, so parallel guesses
+    /// cannot outrun the count. The count goes up by one (from one again once a lock expired),
+    /// and reaching `max_failures` locks the account until `lock_until`. Returns the user as
+    /// counted, or `None` when there is no such user or it is locked: then no password may be
+    /// checked. At most `max_failures` attempts are admitted per lock.
+    pub async fn count_login_attempt(
         &self,
         name: &str,
         max_failures: i64,
         lock_until: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<User> {
+    ) -> Result<Option<User>> {
         let now = db_time(now);
+        // Only an unlocked row is updated, so `locked_until` here is absent or expired.
         on_pool!(self, pool => {
             sqlx::query_as::<_, User>(concat!(
                 "UPDATE users SET \
-                 failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= $4 \
-                     THEN 1 ELSE failed_logins + 1 END, \
-                 locked_until = CASE \
-                     WHEN locked_until IS NOT NULL AND locked_until <= $4 THEN NULL \
-                     WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END, \
+                 failed_logins = CASE WHEN locked_until IS NULL \
+                     THEN failed_logins + 1 ELSE 1 END, \
+                 locked_until = CASE WHEN (CASE WHEN locked_until IS NULL \
+                     THEN failed_logins + 1 ELSE 1 END) >= $2 THEN $3 ELSE NULL END, \
                  updated_at = $4 \
-                 WHERE name = $1 RETURNING ", user_columns!()
+                 WHERE name = $1 AND (locked_until IS NULL OR locked_until <= $4) \
+                 RETURNING ", user_columns!()
             ))
             .bind(name)
             .bind(max_failures)
@@ -266,12 +270,11 @@ impl Store {
             .bind(now)
             .fetch_optional(pool)
             .await
-            .map_err(db_err("record failed login"))?
-            .ok_or_else(|| StoreError::not_found("user", name))
+            .map_err(db_err("count a login attempt"))
         })
     }
 
-    /// Resets the failure count and lock after a successful login.
+    /// Resets the failure count and lock after a successful login (the password proved right).
     pub async fn reset_failed_logins(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
         let now = db_time(now);
         on_pool!(self, pool => {

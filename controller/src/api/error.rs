@@ -25,17 +25,13 @@ pub struct ApiError {
     pub message: String,
     /// Structured details (per-field messages for 422, the current hash for 409, ...).
     pub details: Value,
-    /// Seconds for the `Retry-After` header (429, locked accounts).
+    /// Seconds for the `Retry-After` header (429).
     pub retry_after: Option<u64>,
 }
 
 /// Every error code the API answers, with its HTTP status: the one place both are decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
-    /// `account_disabled` (forbidden).
-    AccountDisabled,
-    /// `account_locked` (forbidden).
-    AccountLocked,
     /// `already_acknowledged` (conflict).
     AlreadyAcknowledged,
     /// `already_decided` (conflict).
@@ -125,8 +121,6 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Every code, for tests and documentation.
     pub const ALL: &[ErrorCode] = &[
-        ErrorCode::AccountDisabled,
-        ErrorCode::AccountLocked,
         ErrorCode::AlreadyAcknowledged,
         ErrorCode::AlreadyDecided,
         ErrorCode::BadBody,
@@ -174,8 +168,6 @@ impl ErrorCode {
     /// The stable snake_case code clients match on.
     pub fn as_str(self) -> &'static str {
         match self {
-            ErrorCode::AccountDisabled => "account_disabled",
-            ErrorCode::AccountLocked => "account_locked",
             ErrorCode::AlreadyAcknowledged => "already_acknowledged",
             ErrorCode::AlreadyDecided => "already_decided",
             ErrorCode::BadBody => "bad_body",
@@ -239,9 +231,7 @@ impl ErrorCode {
             | ErrorCode::RunExpired
             | ErrorCode::RunNotWaiting
             | ErrorCode::StalePlanHash => StatusCode::CONFLICT,
-            ErrorCode::AccountDisabled
-            | ErrorCode::AccountLocked
-            | ErrorCode::CsrfCheckFailed
+            ErrorCode::CsrfCheckFailed
             | ErrorCode::Forbidden
             | ErrorCode::RoleNotAllowed
             | ErrorCode::SelfApprovalForbidden => StatusCode::FORBIDDEN,

@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,7 +24,7 @@ use super::auth::{Caller, CallerKind, random_hex};
 use super::error::{ApiError, ErrorCode};
 use super::{AppState, limits};
 use crate::model::{Role, Scope};
-use crate::store::{RotateOutcome, StoreError, User, hash_token, verify_password};
+use crate::store::{RotateOutcome, User, hash_token, verify_password};
 
 /// The refresh token cookie (HttpOnly).
 pub const REFRESH_COOKIE: &str = "mycopod_refresh";
@@ -138,8 +137,7 @@ pub struct RefreshRequest {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "signed in; also sets the mycopod_refresh and mycopod_csrf cookies", body = TokenResponse),
-        (status = 401, description = "wrong user name or password", body = super::error::ErrorBody),
-        (status = 403, description = "account locked or disabled", body = super::error::ErrorBody),
+        (status = 401, description = "wrong user name or password; also the answer for an unknown, locked or disabled account", body = super::error::ErrorBody),
         (status = 429, description = "rate limited", body = super::error::ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
@@ -148,52 +146,40 @@ async fn login(
     let now = state.now();
     let auth = &state.settings().auth;
     let wrong = || ApiError::new(ErrorCode::InvalidCredentials, "wrong user name or password");
-    let user = match state.store().get_user_by_name(&request.username).await {
-        Ok(user) => user,
-        Err(StoreError::NotFound { .. }) => {
-            let password = request.password;
-            // Same work as a real check, so timing does not tell which names exist.
-            let _ =
-                tokio::task::spawn_blocking(move || verify_password(&password, DUMMY_PHC)).await;
-            return Err(wrong());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if user.is_locked(now) {
-        let seconds = user
-            .locked_until
-            .map_or(0, |t| (t - now).num_seconds().max(1));
-        return Err(ApiError::new(
-            ErrorCode::AccountLocked,
-            "too many failed logins; the account is locked for now",
+    // The attempt is counted before the password is checked, in one conditional update, so
+    // parallel guesses cannot outrun the lockout. An unknown name, a locked account and a
+    // disabled one all answer as a wrong password does, after the same work, so that whoever
+    // guesses learns neither which names exist nor which are locked (an admin sees the lock
+    // in `GET /users`).
+    let counted = state
+        .store()
+        .count_login_attempt(
+            &request.username,
+            auth.max_failed_logins,
+            now + auth.lockout,
+            now,
         )
-        .with_details(json!({"locked_until": user.locked_until}))
-        .with_retry_after(u64::try_from(seconds).unwrap_or(1)));
-    }
-    let phc = user.password_hash.clone();
+        .await?;
+    let (phc, user) = match counted {
+        Some(user) => (user.password_hash.clone(), Some(user)),
+        None => (DUMMY_PHC.to_owned(), None),
+    };
     let password = request.password;
     let good = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
         .await
         .map_err(|e| ApiError::internal("verify password", &e))?;
-    if !good {
-        let after = state
-            .store()
-            .record_failed_login(&user.name, auth.max_failed_logins, now + auth.lockout, now)
-            .await?;
-        if after.is_locked(now) {
-            tracing::warn!(user = %user.name, "account locked after repeated failed logins");
+    let user = match user {
+        Some(user) if good && !user.disabled => user,
+        Some(user) => {
+            if user.is_locked(now) {
+                tracing::warn!(user = %user.name, "account locked after repeated failed logins");
+            }
+            return Err(wrong());
         }
-        return Err(wrong());
-    }
-    if user.disabled {
-        return Err(ApiError::new(
-            ErrorCode::AccountDisabled,
-            "this account is disabled",
-        ));
-    }
-    if user.failed_logins > 0 || user.locked_until.is_some() {
-        state.store().reset_failed_logins(user.id, now).await?;
-    }
+        None => return Err(wrong()),
+    };
+    // The attempt proved right: it no longer counts as a failure.
+    state.store().reset_failed_logins(user.id, now).await?;
     let refresh = random_hex(32);
     let refresh_expires_at = now + auth.refresh_ttl;
     state

@@ -205,13 +205,32 @@ async fn login_should_lock_the_account_after_five_failures_and_unlock_after_fift
             StatusCode::UNAUTHORIZED
         );
     }
+    // Locked: even the right password gets the answer of an unknown name, so whoever guesses
+    // learns neither that the name exists nor that it is locked.
     let locked = rig.login("ana", PASSWORD).await;
-    assert_eq!(locked.status, StatusCode::FORBIDDEN, "{}", locked.text);
-    assert_eq!(locked.code(), "account_locked");
-    assert_eq!(locked.headers.get(header::RETRY_AFTER).unwrap(), "900");
+    let unknown = rig.login("nobody", PASSWORD).await;
+    assert_eq!(locked.status, StatusCode::UNAUTHORIZED, "{}", locked.text);
+    assert_eq!(locked.body, unknown.body);
+    assert!(locked.headers.get(header::RETRY_AFTER).is_none());
+    // An admin sees the lock.
+    let admin = rig.token("root", Role::Admin).await;
+    let users = rig
+        .call(Method::GET, "/api/v1/users", Some(&admin), None)
+        .await;
+    let ana = users
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "ana")
+        .unwrap();
+    assert!(ana["locked_until"].is_string(), "{ana}");
 
     rig.clock.advance(Duration::minutes(14));
-    assert_eq!(rig.login("ana", PASSWORD).await.code(), "account_locked");
+    assert_eq!(
+        rig.login("ana", PASSWORD).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     rig.clock
         .advance(Duration::minutes(1) + Duration::seconds(1));
     let open = rig.login("ana", PASSWORD).await;
@@ -246,7 +265,18 @@ async fn a_disabled_user_should_not_sign_in_and_its_tokens_should_stop_working()
         .call(Method::GET, "/api/v1/auth/me", Some(&token), None)
         .await;
     assert_eq!(me.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(rig.login("ana", PASSWORD).await.code(), "account_disabled");
+    let disabled = rig.login("ana", PASSWORD).await;
+    assert_eq!(
+        disabled.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        disabled.text
+    );
+    assert_eq!(
+        disabled.body,
+        rig.login("nobody", PASSWORD).await.body,
+        "a disabled account answers as an unknown name"
+    );
 }
 
 fn forge(header: &Value, claims: &Value, signature: &str) -> String {
@@ -1192,4 +1222,27 @@ fn the_state_should_refuse_a_missing_or_short_signing_key_naming_the_setting() {
         ..Config::default()
     };
     assert!(ApiSettings::from_config(&config).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forty_parallel_guesses_should_check_five_and_lock_out_the_right_password_too() {
+    let rig = rig().await;
+    rig.user_with_password("ana", Role::Viewer).await;
+    let guesses = (0..40).map(|i| {
+        let rig = &rig;
+        async move { rig.login("ana", &format!("guess {i}")).await.status }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    assert!(
+        answers.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{answers:?}"
+    );
+    let ana = rig.store.get_user_by_name("ana").await.unwrap();
+    assert_eq!(ana.failed_logins, 5, "only five guesses were checked");
+    assert!(ana.locked_until.is_some());
+    assert_eq!(
+        rig.login("ana", PASSWORD).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the lock holds against the right password"
+    );
 }

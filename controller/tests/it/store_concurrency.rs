@@ -8,7 +8,7 @@ use crate::store_support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use mycopod::model::{ActionStatus, Decision, RunStatus, Trigger};
+use mycopod::model::{ActionStatus, Decision, Role, RunStatus, Trigger};
 use mycopod::store::{NewAction, NewRun, Store, StoreError};
 use serde_json::json;
 use store_support::at;
@@ -170,7 +170,62 @@ async fn concurrent_audit_appends_should_keep_one_chain(store: Store, _url: Stri
     assert_eq!((report.checked, report.failure), (30, None));
 }
 
+async fn forty_login_attempts_at_once_should_admit_only_five(store: Store, _url: String) {
+    let ana = store
+        .create_user("ana", "$argon2id$unused", Role::Viewer, "cli", at(0))
+        .await
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(40));
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let store = store.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store
+                .count_login_attempt("ana", 5, at(900), at(1))
+                .await
+                .unwrap()
+                .is_some()
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(
+        admitted, 5,
+        "a password is checked only for admitted attempts"
+    );
+    let locked = store.get_user(ana.id).await.unwrap();
+    assert_eq!(locked.failed_logins, 5);
+    assert!(locked.is_locked(at(2)));
+    // Locked, or unknown: nothing is admitted, so no password is checked.
+    assert!(
+        store
+            .count_login_attempt("ana", 5, at(900), at(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .count_login_attempt("nobody", 5, at(900), at(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Once the lock expired, the count starts afresh.
+    let again = store
+        .count_login_attempt("ana", 5, at(2000), at(901))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.failed_logins, again.locked_until), (1, None));
+}
+
 on_both_backends!(
+    forty_login_attempts_at_once_should_admit_only_five,
     twenty_claims_of_one_approved_run_should_have_exactly_one_winner,
     ten_operators_approving_at_once_should_each_be_counted_once,
     one_user_deciding_twice_at_once_should_be_recorded_once,

@@ -593,23 +593,34 @@ async fn users_should_lock_after_failures_and_unlock_later(store: Store, _url: S
     assert!(dup.is_unique_violation(), "{dup}");
     for i in 1..=4 {
         let u = store
-            .record_failed_login("alice", 5, at(900), at(i))
+            .count_login_attempt("alice", 5, at(900), at(i))
             .await
+            .unwrap()
             .unwrap();
         assert_eq!(u.failed_logins, i);
         assert!(!u.is_locked(at(i)));
     }
     let locked = store
-        .record_failed_login("alice", 5, at(905), at(5))
+        .count_login_attempt("alice", 5, at(905), at(5))
         .await
+        .unwrap()
         .unwrap();
     assert!(locked.is_locked(at(5)));
     assert_eq!(locked.locked_until, Some(at(905)));
     assert!(!locked.is_locked(at(905)));
-    // After the lock expired, one more failure starts a fresh count instead of relocking.
+    // While locked, no attempt is admitted, and none is counted.
+    assert!(
+        store
+            .count_login_attempt("alice", 5, at(2000), at(904))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // After the lock expired, one more attempt starts a fresh count instead of relocking.
     let fresh = store
-        .record_failed_login("alice", 5, at(2000), at(1000))
+        .count_login_attempt("alice", 5, at(2000), at(1000))
         .await
+        .unwrap()
         .unwrap();
     assert_eq!(fresh.failed_logins, 1);
     assert!(!fresh.is_locked(at(1000)));
@@ -643,10 +654,10 @@ async fn users_should_lock_after_failures_and_unlock_later(store: Store, _url: S
     assert_eq!(names, ["alice", "bob"]);
     assert!(
         store
-            .record_failed_login("nobody", 5, at(1), at(1))
+            .count_login_attempt("nobody", 5, at(1), at(1))
             .await
-            .unwrap_err()
-            .is_not_found()
+            .unwrap()
+            .is_none()
     );
 }
 
