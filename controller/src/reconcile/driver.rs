@@ -120,7 +120,7 @@ pub struct Driver {
     holder: String,
     leadership: Leadership,
     /// The last commit fetched that could be read, and its files.
-    current: Option<(String, Loaded)>,
+    current: Option<(String, Arc<Loaded>)>,
     /// The commit the last finished reconcile was for.
     reconciled: Option<String>,
     /// The last reconcile could not observe something: the next poll observes again, even
@@ -342,7 +342,9 @@ impl Driver {
     /// Reads the declarations of a newly fetched commit and makes it the current one.
     async fn load(&mut self, commit: &CommitId) -> Result<(), String> {
         let loaded = self.read(commit).await?;
-        self.control.set_files(Arc::new(loaded.clone()));
+        // One copy, shared with the API (`GET /declarations` shows the files).
+        let loaded = Arc::new(loaded);
+        self.control.set_files(loaded.clone());
         self.current = Some((commit.as_str().to_owned(), loaded));
         Ok(())
     }

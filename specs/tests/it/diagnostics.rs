@@ -1229,7 +1229,8 @@ fn not_read_should_be_reported_for_what_leads_out_of_the_folder_and_never_read_i
          --> zero.yaml
 
         5 errors, 0 warnings
-    "#]].assert_eq(&text);
+    "#]]
+    .assert_eq(&text);
     assert!(!text.contains("hunter2"), "{text}");
     assert!(
         loaded.files.iter().all(|f| !f.text.contains("hunter2")),
