@@ -58,7 +58,8 @@ pub use runs::{
 pub use telemetry::{Alert, Delivery, Device, LatestReading, NewDelivery, Reading, ReadingBucket};
 pub use translations::{CachedTranslation, DeclarationRequest, NewDeclarationRequest};
 pub use users::{
-    ApiKey, RefreshToken, RotateOutcome, User, hash_password, hash_token, verify_password,
+    ApiKey, MIN_PASSWORD_CHARS, RefreshToken, RotateOutcome, User, hash_password, hash_token,
+    password_problem, valid_user_name, verify_password,
 };
 
 /// Result of every repository function.

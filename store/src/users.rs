@@ -13,6 +13,26 @@ use super::codec::{db_time, scopes_from_text, scopes_to_text};
 use super::{Dialect, Result, Store, StoreError, db_err, on_pool};
 use crate::model::{Role, Scope};
 
+/// The fewest characters a password may have, wherever one is set (API and CLI alike).
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// What is wrong with `password` as a new password, if anything: the one rule for every way
+/// a password is set.
+pub fn password_problem(password: &str) -> Option<String> {
+    (password.chars().count() < MIN_PASSWORD_CHARS)
+        .then(|| format!("at least {MIN_PASSWORD_CHARS} characters"))
+}
+
+/// Whether `name` is a valid user name: 1 to 64 characters, ASCII letters, digits, `.`, `_`,
+/// `-` and `@` (the one rule for the API and the CLI).
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
 /// Hashes a password with argon2id (default parameters, random salt) into a PHC string.
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     Ok(Argon2::default()
@@ -628,5 +648,29 @@ impl Store {
             tx.commit().await.map_err(db_err("commit revoke api key"))?;
             Ok(done)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{password_problem, valid_user_name};
+
+    #[test]
+    fn user_names_should_refuse_spaces_and_quotes() {
+        assert!(valid_user_name("alice"));
+        assert!(valid_user_name("ops.bob@plant"));
+        assert!(!valid_user_name(""));
+        assert!(!valid_user_name("a b"));
+        assert!(!valid_user_name("x'; DROP TABLE users; --"));
+        assert!(!valid_user_name(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn a_password_should_need_twelve_characters_counted_as_characters() {
+        assert!(password_problem("elevenchars").is_some());
+        assert!(password_problem("twelve chars").is_none());
+        // Twelve characters of two bytes each are twelve, not twenty-four.
+        assert!(password_problem(&"é".repeat(11)).is_some());
+        assert!(password_problem(&"é".repeat(12)).is_none());
     }
 }

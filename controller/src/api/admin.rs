@@ -20,10 +20,7 @@ use super::auth::{Caller, new_api_key};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::session::{Body, UserInfo};
 use crate::model::{Role, Scope};
-use crate::store::{ApiKey, hash_password, hash_token};
-
-/// The shortest password accepted for a new user.
-pub const MIN_PASSWORD_CHARS: usize = 12;
+use crate::store::{ApiKey, hash_password, hash_token, password_problem, valid_user_name};
 
 pub(super) fn routes(_state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -60,14 +57,6 @@ pub struct UpdateUserRequest {
     pub git_emails: Option<Vec<String>>,
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.chars().count() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
-}
-
 /// Lists users.
 #[utoipa::path(get, path = "/api/v1/users", tag = "admin",
     security(("bearer" = [])),
@@ -100,17 +89,14 @@ async fn create_user(
     caller.require_role(Role::Admin)?;
     let Body(request) = request?;
     let mut problems = Vec::new();
-    if !valid_name(&request.name) {
+    if !valid_user_name(&request.name) {
         problems.push((
             "name",
             "1 to 64 characters: letters, digits, '.', '_', '-', '@'".to_owned(),
         ));
     }
-    if request.password.chars().count() < MIN_PASSWORD_CHARS {
-        problems.push((
-            "password",
-            format!("at least {MIN_PASSWORD_CHARS} characters"),
-        ));
+    if let Some(problem) = password_problem(&request.password) {
+        problems.push(("password", problem));
     }
     if !problems.is_empty() {
         return Err(ApiError::invalid_fields(&problems));

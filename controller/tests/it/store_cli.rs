@@ -154,7 +154,7 @@ async fn user_add_should_refuse_bad_input_with_exit_code_2() {
     .await;
     assert_eq!(short.code, 2);
     assert!(
-        short.stderr.contains("at least 8 characters"),
+        short.stderr.contains("at least 12 characters"),
         "{}",
         short.stderr
     );
@@ -255,3 +255,25 @@ async fn audit_verify_should_report_a_deleted_entry() {
 }
 
 on_both_backends!(audit_verify_should_name_exactly_the_edited_entry);
+
+#[tokio::test]
+async fn user_add_should_refuse_a_password_the_api_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("users.db").display());
+    // Eleven characters: one short of the rule the API applies.
+    let out = mycopod(
+        &url,
+        &["user", "add", "bob", "--role", "viewer", "--password-stdin"],
+        Some("elevenchars\n"),
+    )
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("at least 12 characters"),
+        "{}",
+        out.stderr
+    );
+    let store = Store::connect(&url).await.unwrap();
+    assert!(store.get_user_by_name("bob").await.is_err(), "no user made");
+    store.close().await;
+}
