@@ -107,6 +107,9 @@ pub struct GitHubConfig {
 pub struct TelemetryConfig {
     /// Readings older than this are deleted (default `30d`). Env: `MYCOPOD_TELEMETRY_RETENTION`.
     pub retention: Duration,
+    /// How far in the future a pushed reading's time may be (a gateway's clock skew; default
+    /// `30s`); later items are refused one by one. Env: `MYCOPOD_TELEMETRY_INGEST_FUTURE_SKEW`.
+    pub ingest_future_skew: Duration,
     /// MQTT broker alert events (and, if enabled, readings) are published to, as
     /// `mqtt://HOST[:PORT]`; unset: no MQTT. Env: `MYCOPOD_TELEMETRY_MQTT_URL`.
     pub mqtt_url: Option<String>,
@@ -227,6 +230,7 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             retention: secs(30 * 86_400),
+            ingest_future_skew: secs(30),
             mqtt_url: None,
             mqtt_topic_prefix: "mycopod".to_owned(),
             mqtt_publish_readings: false,

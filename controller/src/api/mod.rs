@@ -141,6 +141,8 @@ pub struct ApiSettings {
     pub max_fetch_age: Duration,
     /// Origins allowed by CORS; empty (the default) means no cross-origin access.
     pub cors_allowed_origins: Vec<HeaderValue>,
+    /// How far in the future a pushed reading's time may be (default 30 s).
+    pub ingest_future_skew: Duration,
 }
 
 impl std::fmt::Debug for ApiSettings {
@@ -156,6 +158,7 @@ impl std::fmt::Debug for ApiSettings {
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("max_fetch_age", &self.max_fetch_age)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("ingest_future_skew", &self.ingest_future_skew)
             .finish()
     }
 }
@@ -185,6 +188,7 @@ impl ApiSettings {
             body_limit_bytes: 1024 * 1024,
             max_fetch_age: Duration::minutes(5),
             cors_allowed_origins: Vec::new(),
+            ingest_future_skew: Duration::seconds(30),
         })
     }
 
@@ -224,6 +228,9 @@ impl ApiSettings {
         let poll =
             Duration::from_std(config.poll_interval.as_std()).unwrap_or(Duration::minutes(1));
         settings.max_fetch_age = (poll * 3).max(Duration::minutes(5));
+        settings.ingest_future_skew =
+            Duration::from_std(config.telemetry.ingest_future_skew.as_std())
+                .unwrap_or(Duration::seconds(30));
         // Plain HTTP on loopback (the default listener, the demo) cannot use Secure cookies.
         settings.auth.secure_cookies = !config.listen.ip().is_loopback();
         Ok(settings)

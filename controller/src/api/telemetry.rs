@@ -33,8 +33,6 @@ use crate::store::Reading;
 
 /// Most items one ingest request may carry (a larger batch is refused with 413).
 pub const MAX_INGEST_ITEMS: usize = 50_000;
-/// How far in the future a pushed reading's time may be (clock skew of the gateway).
-pub const MAX_FUTURE_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 /// Most readings one query returns.
 pub const MAX_READINGS: u32 = 100_000;
 /// Most buckets one summary may span.
@@ -76,6 +74,7 @@ fn check_item(
     item: &Value,
     desired: Option<&mycopod_specs::DesiredState>,
     now: DateTime<Utc>,
+    future_skew: chrono::Duration,
 ) -> Result<Reading, String> {
     let Value::Object(fields) = item else {
         return Err("an item must be an object {device, register, time, value}".to_owned());
@@ -104,11 +103,13 @@ fn check_item(
             .map_err(|e| format!("time {s:?} is not an RFC 3339 time: {e}"))?,
         Some(other) => return Err(format!("time must be an RFC 3339 string, not {other}")),
     };
-    if time > now + MAX_FUTURE_SKEW {
+    // A reading from the future would stand as the device's newest value (and could resolve
+    // a firing alert) until the clock caught up: only a gateway's clock skew is allowed.
+    if time > now + future_skew {
         return Err(format!(
-            "time {} is more than {} minutes in the future",
+            "time {} is more than {} s in the future ([telemetry] ingest_future_skew)",
             time.to_rfc3339(),
-            MAX_FUTURE_SKEW.num_minutes()
+            future_skew.num_seconds()
         ));
     }
     let spec = desired
@@ -174,7 +175,7 @@ async fn ingest_readings(
     let mut readings = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (index, item) in items.iter().enumerate() {
-        match check_item(item, desired, now) {
+        match check_item(item, desired, now, state.settings().ingest_future_skew) {
             Ok(r) => readings.push(r),
             Err(reason) => rejected.push(Rejected { index, reason }),
         }
@@ -467,7 +468,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let check = |v: Value| check_item(&v, Some(&d), now);
+        let check = |v: Value| check_item(&v, Some(&d), now, chrono::Duration::seconds(30));
         let good = check(json!({"device": "fm-1", "register": "flow_rate",
                                 "time": "2026-03-01T11:59:00Z", "value": 4.5}))
         .unwrap();
@@ -498,6 +499,22 @@ mod tests {
             )
             .contains("in the future")
         );
+        // The skew allowed is a gateway's clock error, not minutes: 295 s ahead could stand
+        // as the device's newest value and resolve a firing alert.
+        assert!(
+            reason(
+                json!({"device": "fm-1", "register": "flow_rate", "value": 1,
+                              "time": "2026-03-01T12:04:55Z"})
+            )
+            .contains("more than 30 s in the future")
+        );
+        assert!(
+            check(
+                json!({"device": "fm-1", "register": "flow_rate", "value": 1,
+                         "time": "2026-03-01T12:00:25Z"})
+            )
+            .is_ok()
+        );
         assert!(
             reason(
                 json!({"device": "fm-1", "register": "flow_rate", "value": 1,
@@ -510,7 +527,8 @@ mod tests {
             check_item(
                 &json!({"device": "fm-1", "register": "flow_rate", "value": 1}),
                 None,
-                now
+                now,
+                chrono::Duration::seconds(30)
             )
             .unwrap_err()
             .contains("unknown device")

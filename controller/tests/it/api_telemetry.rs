@@ -505,3 +505,25 @@ async fn pushed_readings_should_fire_an_alert_after_for_and_resolve_it_past_the_
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }
+
+#[tokio::test]
+async fn a_reading_dated_minutes_ahead_should_be_refused_and_a_skewed_one_stored() {
+    let api = Api::start().await;
+    let at = |seconds: i64| {
+        json!({"device": "fm-1", "register": "flow_rate",
+               "time": (now() + chrono::Duration::seconds(seconds)).to_rfc3339(), "value": 1.0})
+    };
+    // 295 s ahead: what one ingest key used to resolve a firing alert and blind the rules.
+    let batch = json!([at(295), at(10)]);
+    let (status, body) = api.ingest(Some(&api.ingest_key), batch.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stored"], 1, "{body}");
+    assert_eq!(body["rejected"][0]["index"], 0, "{body}");
+    assert!(
+        body["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("more than 30 s in the future"),
+        "{body}"
+    );
+}
