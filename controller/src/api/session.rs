@@ -84,8 +84,10 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     /// Seconds the access token is valid.
     pub expires_in: i64,
-    /// The refresh token (also set as the `mycopod_refresh` cookie). Single use.
-    pub refresh_token: String,
+    /// The refresh token (also set as the `mycopod_refresh` cookie). Single use. Absent when
+    /// the refresh came by cookie: a page's script then never sees it, only the cookie holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     /// When the refresh token expires.
     pub refresh_expires_at: DateTime<Utc>,
     /// The signed-in user.
@@ -193,7 +195,14 @@ async fn login(
         )
         .await?;
     tracing::info!(user = %user.name, "signed in");
-    tokens(&state, &user, refresh, refresh_expires_at, now)
+    tokens(
+        &state,
+        &user,
+        refresh,
+        Carried::Body,
+        refresh_expires_at,
+        now,
+    )
 }
 
 /// The token response plus the cookies.
@@ -201,6 +210,7 @@ fn tokens(
     state: &AppState,
     user: &User,
     refresh: String,
+    carried: Carried,
     refresh_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Response, ApiError> {
@@ -222,7 +232,7 @@ fn tokens(
         access_token: access,
         token_type: "Bearer",
         expires_in: auth.access_ttl.num_seconds(),
-        refresh_token: refresh,
+        refresh_token: (carried == Carried::Body).then_some(refresh),
         refresh_expires_at,
         user: UserInfo::from(user),
     };
@@ -251,9 +261,21 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The refresh token from the body, or from the cookie after the double-submit check.
-fn refresh_token_of(headers: &HeaderMap, body: Option<RefreshRequest>) -> Result<String, ApiError> {
+/// Where a refresh token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carried {
+    /// In the JSON body: the new one is answered in the body too.
+    Body,
+    /// In the `HttpOnly` cookie: the new one goes only into the cookie.
+    Cookie,
+}
+
+fn refresh_token_of(
+    headers: &HeaderMap,
+    body: Option<RefreshRequest>,
+) -> Result<(String, Carried), ApiError> {
     if let Some(token) = body.and_then(|b| b.refresh_token) {
-        return Ok(token);
+        return Ok((token, Carried::Body));
     }
     let Some(token) = cookie(headers, REFRESH_COOKIE) else {
         return Err(ApiError::new(
@@ -265,7 +287,7 @@ fn refresh_token_of(headers: &HeaderMap, body: Option<RefreshRequest>) -> Result
     let csrf_header = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
     match (csrf_cookie, csrf_header) {
         (Some(c), Some(h)) if !c.is_empty() && constant_time_eq(c.as_bytes(), h.as_bytes()) => {
-            Ok(token.to_owned())
+            Ok((token.to_owned(), Carried::Cookie))
         }
         _ => Err(ApiError::new(
             ErrorCode::CsrfCheckFailed,
@@ -302,7 +324,7 @@ async fn optional_body(request: Request) -> Result<(HeaderMap, Option<RefreshReq
         (status = 403, description = "CSRF check failed", body = super::error::ErrorBody)))]
 async fn refresh(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (headers, body) = optional_body(request).await?;
-    let token = refresh_token_of(&headers, body)?;
+    let (token, carried) = refresh_token_of(&headers, body)?;
     let now = state.now();
     let auth = &state.settings().auth;
     let new = random_hex(32);
@@ -324,7 +346,7 @@ async fn refresh(State(state): State<AppState>, request: Request) -> Result<Resp
                 state.store().revoke_refresh_family(&stored.family).await?;
                 return Err(invalid());
             }
-            tokens(&state, &user, new, expires, now)
+            tokens(&state, &user, new, carried, expires, now)
         }
         RotateOutcome::Reused { user_id, .. } => {
             tracing::warn!(
@@ -348,7 +370,7 @@ async fn refresh(State(state): State<AppState>, request: Request) -> Result<Resp
         (status = 403, description = "CSRF check failed", body = super::error::ErrorBody)))]
 async fn logout(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (headers, body) = optional_body(request).await?;
-    let token = refresh_token_of(&headers, body)?;
+    let (token, _) = refresh_token_of(&headers, body)?;
     if let Some(stored) = state
         .store()
         .find_refresh_token(&hash_token(&token))

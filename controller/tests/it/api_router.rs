@@ -421,7 +421,13 @@ async fn the_refresh_cookie_should_need_the_csrf_header_to_match_the_csrf_cookie
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
     let good = rig.send(request(Some(&csrf))).await;
     assert_eq!(good.status, StatusCode::OK, "{}", good.text);
-    assert_ne!(cookie_value(&good, "mycopod_refresh"), refresh);
+    let rotated = cookie_value(&good, "mycopod_refresh");
+    assert_ne!(rotated, refresh);
+    // By cookie, the new refresh token lives only in the HttpOnly cookie: a script reading
+    // the body never sees it.
+    assert!(good.body["access_token"].is_string(), "{}", good.text);
+    assert!(good.body.get("refresh_token").is_none(), "{}", good.text);
+    assert!(!good.text.contains(&rotated), "{}", good.text);
 }
 
 #[tokio::test]
