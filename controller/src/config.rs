@@ -49,6 +49,9 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// A file holding the JWT signing key. Env: `MYCOPOD_JWT_SECRET_FILE`.
     pub jwt_secret_file: Option<PathBuf>,
+    /// A bearer token `GET /metrics` then demands (`Authorization: Bearer TOKEN`); unset, the
+    /// metrics are open to whoever reaches the listener. Env: `MYCOPOD_METRICS_TOKEN`.
+    pub metrics_token: Option<String>,
     /// How often the repository is fetched (default `60s`). Env: `MYCOPOD_POLL_INTERVAL`.
     pub poll_interval: Duration,
     /// How often the world is observed for drift without a new commit (default `10m`).
@@ -142,6 +145,7 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("jwt_secret", &secret(&self.jwt_secret))
             .field("jwt_secret_file", &self.jwt_secret_file)
+            .field("metrics_token", &secret(&self.metrics_token))
             .field("poll_interval", &self.poll_interval)
             .field("drift_interval", &self.drift_interval)
             .field("full_read_interval", &self.full_read_interval)
@@ -192,6 +196,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             jwt_secret: None,
             jwt_secret_file: None,
+            metrics_token: None,
             poll_interval: secs(60),
             drift_interval: secs(600),
             full_read_interval: secs(600),

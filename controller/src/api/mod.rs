@@ -143,6 +143,8 @@ pub struct ApiSettings {
     pub cors_allowed_origins: Vec<HeaderValue>,
     /// How far in the future a pushed reading's time may be (default 30 s).
     pub ingest_future_skew: Duration,
+    /// The bearer token `GET /metrics` demands, if one is set.
+    pub metrics_token: Option<String>,
 }
 
 impl std::fmt::Debug for ApiSettings {
@@ -159,6 +161,10 @@ impl std::fmt::Debug for ApiSettings {
             .field("max_fetch_age", &self.max_fetch_age)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("ingest_future_skew", &self.ingest_future_skew)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<set>"),
+            )
             .finish()
     }
 }
@@ -189,6 +195,7 @@ impl ApiSettings {
             max_fetch_age: Duration::minutes(5),
             cors_allowed_origins: Vec::new(),
             ingest_future_skew: Duration::seconds(30),
+            metrics_token: None,
         })
     }
 
@@ -228,6 +235,7 @@ impl ApiSettings {
         let poll =
             Duration::from_std(config.poll_interval.as_std()).unwrap_or(Duration::minutes(1));
         settings.max_fetch_age = (poll * 3).max(Duration::minutes(5));
+        settings.metrics_token = config.metrics_token.clone();
         settings.ingest_future_skew =
             Duration::from_std(config.telemetry.ingest_future_skew.as_std())
                 .unwrap_or(Duration::seconds(30));
@@ -250,6 +258,9 @@ struct StateInner {
     settings: ApiSettings,
     clock: Clock,
     metrics: PrometheusHandle,
+    /// The database gauges of `/metrics` and when they were counted: a scrape counts again
+    /// only when they are older than [`ops::METRICS_GAUGE_TTL`].
+    gauges: tokio::sync::Mutex<Option<ops::Gauges>>,
 }
 
 impl AppState {
@@ -283,6 +294,7 @@ impl AppState {
                 settings,
                 clock,
                 metrics: ops::prometheus_handle(),
+                gauges: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -315,6 +327,11 @@ impl AppState {
     /// The Prometheus handle rendering the process recorder.
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
+    }
+
+    /// The cached database gauges of `/metrics`.
+    pub(crate) fn gauges(&self) -> &tokio::sync::Mutex<Option<ops::Gauges>> {
+        &self.inner.gauges
     }
 }
 

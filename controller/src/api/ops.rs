@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -20,8 +20,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::ApiError;
-use crate::model::RunStatus;
+use super::error::{ApiError, ErrorBody, ErrorCode};
+use crate::model::{ActionStatus, RunStatus};
 
 /// The reconcile duration buckets, in seconds.
 const RECONCILE_BUCKETS: [f64; 12] = [
@@ -154,12 +154,73 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// Prometheus metrics in the text exposition format.
+/// How long the database gauges of `/metrics` are reused: a scrape every second costs two
+/// `GROUP BY` queries at most every five.
+pub const METRICS_GAUGE_TTL: chrono::Duration = chrono::Duration::seconds(5);
+
+/// The gauges `/metrics` counts in the database, with the time they were counted.
+#[derive(Debug, Clone)]
+pub struct Gauges {
+    counted_at: chrono::DateTime<chrono::Utc>,
+    runs: Vec<(RunStatus, i64)>,
+    actions: Vec<(String, ActionStatus, i64)>,
+}
+
+/// The database gauges, counted again only once the cached ones are older than
+/// [`METRICS_GAUGE_TTL`].
+async fn gauges(state: &AppState) -> Result<Gauges, ApiError> {
+    let now = state.now();
+    let mut cached = state.gauges().lock().await;
+    if let Some(g) = cached.as_ref()
+        && now - g.counted_at < METRICS_GAUGE_TTL
+        && g.counted_at <= now
+    {
+        return Ok(g.clone());
+    }
+    let fresh = Gauges {
+        counted_at: now,
+        runs: state.store().count_runs_by_status().await?,
+        actions: state.store().count_actions_by_verb_and_status().await?,
+    };
+    *cached = Some(fresh.clone());
+    Ok(fresh)
+}
+
+/// Whether the request carries the metrics bearer token (always, when none is set).
+fn metrics_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(expected) = state.settings().metrics_token.as_deref() else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Compared in constant time: the token must not leak one byte at a time.
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Prometheus metrics in the text exposition format; behind a bearer token when
+/// `metrics_token` is set.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let runs = state.store().count_runs_by_status().await?;
-    let actions = state.store().count_actions_by_verb_and_status().await?;
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "metrics_token is set and the request did not carry it", body = ErrorBody)))]
+async fn metrics_text(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !metrics_allowed(&state, &headers) {
+        return Err(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "send the metrics token as Authorization: Bearer TOKEN",
+        ));
+    }
+    let Gauges { runs, actions, .. } = gauges(&state).await?;
     let mut text = String::new();
     let _ = writeln!(text, "# HELP mycopod_runs Runs by status.");
     let _ = writeln!(text, "# TYPE mycopod_runs gauge");

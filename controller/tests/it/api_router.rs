@@ -1252,3 +1252,46 @@ async fn forty_parallel_guesses_should_check_five_and_lock_out_the_right_passwor
         "the lock holds against the right password"
     );
 }
+
+#[tokio::test]
+async fn metrics_should_demand_the_token_when_one_is_set_and_count_at_most_every_five_seconds() {
+    let mut settings = test_settings();
+    settings.metrics_token = Some("scrape-token-of-some-length".to_owned());
+    let rig = rig_with(settings).await;
+    let with = |token: Option<&str>| {
+        let mut b = Request::get("/metrics");
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    let none = rig.send(with(None)).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{}", none.text);
+    assert!(!none.text.contains("mycopod_runs"), "{}", none.text);
+    let wrong = rig.send(with(Some("scrape-token-of-some-lengtX"))).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+
+    rig.waiting_run("c1", None, None).await;
+    let first = rig.send(with(Some("scrape-token-of-some-length"))).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert!(
+        first.text.contains("mycopod_approvals_waiting 1"),
+        "{}",
+        first.text
+    );
+    // Counted again only once the gauges are five seconds old.
+    rig.waiting_run("c2", None, None).await;
+    let cached = rig.send(with(Some("scrape-token-of-some-length"))).await;
+    assert!(
+        cached.text.contains("mycopod_approvals_waiting 1"),
+        "{}",
+        cached.text
+    );
+    rig.clock.advance(Duration::seconds(6));
+    let fresh = rig.send(with(Some("scrape-token-of-some-length"))).await;
+    assert!(
+        fresh.text.contains("mycopod_approvals_waiting 2"),
+        "{}",
+        fresh.text
+    );
+}
