@@ -146,7 +146,13 @@ fn main() {
             .settings()
             .auth
             .keys
-            .issue("bench", user.id, Utc::now(), chrono::Duration::hours(1))
+            .issue(
+                "bench",
+                user.id,
+                user.session_version,
+                Utc::now(),
+                chrono::Duration::hours(1),
+            )
             .unwrap();
         let app = api::app(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -74,6 +74,9 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+    /// Raised when the user signs out or is disabled: access tokens carry the version they
+    /// were issued under and stop working once it is raised.
+    pub session_version: i64,
 }
 
 impl User {
@@ -174,7 +177,7 @@ fn api_key_from_row(row: ApiKeyRow) -> Result<ApiKey> {
 macro_rules! user_columns {
     () => {
         "id, name, password_hash, role, disabled, failed_logins, locked_until, created_at, \
-         updated_at"
+         updated_at, session_version"
     };
 }
 
@@ -294,6 +297,24 @@ impl Store {
         })
     }
 
+    /// Ends every session of user `id`: raises its session version, so every access token
+    /// issued before stops working at once (refresh tokens are revoked by family).
+    pub async fn end_sessions(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
+        let now = db_time(now);
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE users SET session_version = session_version + 1, updated_at = $2 \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map_err(db_err("end sessions"))?;
+            Ok(())
+        })
+    }
+
     /// Resets the failure count and lock after a successful login (the password proved right).
     pub async fn reset_failed_logins(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
         let now = db_time(now);
@@ -322,7 +343,12 @@ impl Store {
         let now = db_time(now);
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await.map_err(db_err("begin disable user"))?;
-            let found = sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE name = $1")
+            // Disabling also ends the user's sessions (their access tokens stop working).
+            let found = sqlx::query(
+                "UPDATE users SET disabled = $2, updated_at = $3, \
+                 session_version = session_version + CASE WHEN $2 THEN 1 ELSE 0 END \
+                 WHERE name = $1",
+            )
                 .bind(name)
                 .bind(disabled)
                 .bind(now)

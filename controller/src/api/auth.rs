@@ -39,6 +39,10 @@ pub struct Claims {
     pub exp: i64,
     /// Always `access`; refresh tokens are opaque and never JWTs.
     pub typ: String,
+    /// The user's session version when the token was issued: signing out raises it, and the
+    /// token stops working.
+    #[serde(default)]
+    pub sv: i64,
 }
 
 /// The HS256 key pair made from the configured secret.
@@ -68,6 +72,7 @@ impl JwtKeys {
         &self,
         user: &str,
         uid: i64,
+        session_version: i64,
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<String, jsonwebtoken::errors::Error> {
@@ -77,6 +82,7 @@ impl JwtKeys {
             iat: now.timestamp(),
             exp: (now + ttl).timestamp(),
             typ: "access".to_owned(),
+            sv: session_version,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
@@ -280,7 +286,8 @@ impl FromRequestParts<AppState> for Caller {
                     }
                     Err(e) => return Err(e.into()),
                 };
-                if user.disabled || user.name != claims.sub {
+                // A disabled user, a renamed one, or one who signed out since.
+                if user.disabled || user.name != claims.sub || user.session_version != claims.sv {
                     return Err(ApiError::new(
                         ErrorCode::InvalidToken,
                         "the access token is invalid",
@@ -336,7 +343,9 @@ mod tests {
     #[test]
     fn a_token_should_verify_until_it_expires() {
         let keys = JwtKeys::from_secret(&[7u8; 32]);
-        let token = keys.issue("ana", 1, t0(), Duration::minutes(15)).unwrap();
+        let token = keys
+            .issue("ana", 1, 0, t0(), Duration::minutes(15))
+            .unwrap();
         let claims = keys.verify(&token, t0() + Duration::minutes(14)).unwrap();
         assert_eq!(claims.sub, "ana");
         let err = keys
@@ -349,7 +358,9 @@ mod tests {
     fn a_token_signed_with_another_key_should_be_refused() {
         let ours = JwtKeys::from_secret(&[7u8; 32]);
         let theirs = JwtKeys::from_secret(&[8u8; 32]);
-        let token = theirs.issue("ana", 1, t0(), Duration::minutes(15)).unwrap();
+        let token = theirs
+            .issue("ana", 1, 0, t0(), Duration::minutes(15))
+            .unwrap();
         assert_eq!(
             ours.verify(&token, t0()).unwrap_err().code,
             ErrorCode::InvalidToken

@@ -217,7 +217,13 @@ fn tokens(
     let auth = &state.settings().auth;
     let access = auth
         .keys
-        .issue(&user.name, user.id, now, auth.access_ttl)
+        .issue(
+            &user.name,
+            user.id,
+            user.session_version,
+            now,
+            auth.access_ttl,
+        )
         .map_err(|e| ApiError::internal("sign access token", &e))?;
     let max_age = (refresh_expires_at - now).num_seconds().max(0);
     let secure = if auth.secure_cookies { "; Secure" } else { "" };
@@ -377,6 +383,11 @@ async fn logout(State(state): State<AppState>, request: Request) -> Result<Respo
         .await?
     {
         state.store().revoke_refresh_family(&stored.family).await?;
+        // Signing out ends the user's access tokens at once, not when they expire.
+        state
+            .store()
+            .end_sessions(stored.user_id, state.now())
+            .await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     for cookie in [

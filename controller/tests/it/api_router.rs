@@ -320,7 +320,13 @@ async fn a_jwt_signed_with_another_key_should_be_refused() {
     let user = rig.store.get_user_by_name("root").await.unwrap();
     let other = mycopod::api::auth::JwtKeys::from_secret(b"another-key-another-key-another-key!!");
     let token = other
-        .issue("root", user.id, rig.clock.now(), Duration::minutes(15))
+        .issue(
+            "root",
+            user.id,
+            user.session_version,
+            rig.clock.now(),
+            Duration::minutes(15),
+        )
         .unwrap();
     let answer = rig
         .call(Method::GET, "/api/v1/runs", Some(&token), None)
@@ -434,10 +440,13 @@ async fn the_refresh_cookie_should_need_the_csrf_header_to_match_the_csrf_cookie
 async fn logout_should_end_the_session_and_clear_the_cookies() {
     let rig = rig().await;
     rig.user_with_password("ana", Role::Viewer).await;
-    let token = rig.login("ana", PASSWORD).await.body["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let login = rig.login("ana", PASSWORD).await;
+    let token = login.body["refresh_token"].as_str().unwrap().to_owned();
+    let access = login.body["access_token"].as_str().unwrap().to_owned();
+    let me = rig
+        .call(Method::GET, "/api/v1/auth/me", Some(&access), None)
+        .await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text);
     let out = rig
         .call(
             Method::POST,
@@ -462,6 +471,20 @@ async fn logout_should_end_the_session_and_clear_the_cookies() {
         )
         .await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    // The access token ends with the session, not 15 minutes later.
+    let after = rig
+        .call(Method::GET, "/api/v1/auth/me", Some(&access), None)
+        .await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.text);
+    // Signing in again gives a token that works.
+    let fresh = rig.login("ana", PASSWORD).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = rig
+        .call(Method::GET, "/api/v1/auth/me", Some(&fresh), None)
+        .await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text);
 }
 
 #[tokio::test]

@@ -80,8 +80,14 @@ impl Api {
                     .create_user(name, &hash, role, "test", now())
                     .await
                     .unwrap();
-                keys.issue(name, user.id, now(), chrono::Duration::minutes(15))
-                    .unwrap()
+                keys.issue(
+                    name,
+                    user.id,
+                    user.session_version,
+                    now(),
+                    chrono::Duration::minutes(15),
+                )
+                .unwrap()
             }
         };
         let operator = token("olga", Role::Operator).await;

@@ -119,7 +119,13 @@ impl Rig {
             .settings()
             .auth
             .keys
-            .issue(&user.name, user.id, self.clock.now(), Duration::minutes(15))
+            .issue(
+                &user.name,
+                user.id,
+                user.session_version,
+                self.clock.now(),
+                Duration::minutes(15),
+            )
             .unwrap()
     }
 

@@ -1,0 +1,3 @@
+-- Access tokens carry their user's session version; signing out (or being disabled) raises
+-- it, so every access token issued before stops working at once.
+ALTER TABLE users ADD COLUMN session_version INTEGER NOT NULL DEFAULT 0;
