@@ -145,6 +145,8 @@ pub struct ApiSettings {
     pub ingest_future_skew: Duration,
     /// The bearer token `GET /metrics` demands, if one is set.
     pub metrics_token: Option<String>,
+    /// How often an open event stream checks that its user is still signed in (5 s).
+    pub session_recheck: std::time::Duration,
 }
 
 impl std::fmt::Debug for ApiSettings {
@@ -161,6 +163,7 @@ impl std::fmt::Debug for ApiSettings {
             .field("max_fetch_age", &self.max_fetch_age)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("ingest_future_skew", &self.ingest_future_skew)
+            .field("session_recheck", &self.session_recheck)
             .field(
                 "metrics_token",
                 &self.metrics_token.as_ref().map(|_| "<set>"),
@@ -196,6 +199,7 @@ impl ApiSettings {
             cors_allowed_origins: Vec::new(),
             ingest_future_skew: Duration::seconds(30),
             metrics_token: None,
+            session_recheck: std::time::Duration::from_secs(5),
         })
     }
 

@@ -1318,3 +1318,57 @@ async fn metrics_should_demand_the_token_when_one_is_set_and_count_at_most_every
         fresh.text
     );
 }
+
+#[tokio::test]
+async fn an_event_stream_should_end_when_its_user_signs_out_or_is_disabled() {
+    let mut settings = test_settings();
+    settings.session_recheck = StdDuration::from_millis(50);
+    let rig = rig_with(settings).await;
+    let open = |token: String| {
+        let app = rig.app.clone();
+        async move {
+            let request = Request::get("/api/v1/events")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap();
+            let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.into_body().into_data_stream()
+        }
+    };
+    let ends = |mut body: axum::body::BodyDataStream| async move {
+        tokio::time::timeout(StdDuration::from_secs(20), async move {
+            while let Some(chunk) = body.next().await {
+                chunk.unwrap();
+            }
+        })
+        .await
+        .is_ok()
+    };
+
+    rig.user_with_password("ana", Role::Viewer).await;
+    let login = rig.login("ana", PASSWORD).await;
+    let access = login.body["access_token"].as_str().unwrap().to_owned();
+    let refresh = login.body["refresh_token"].as_str().unwrap().to_owned();
+    let stream = open(access).await;
+    let out = rig
+        .call(
+            Method::POST,
+            "/api/v1/auth/logout",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert!(ends(stream).await, "the stream ended with the session");
+
+    let bo = rig.token("bo", Role::Viewer).await;
+    let stream = open(bo).await;
+    assert!(
+        rig.store
+            .set_user_disabled("bo", true, "admin", rig.clock.now())
+            .await
+            .unwrap()
+    );
+    assert!(ends(stream).await, "the stream ended with the account");
+}
