@@ -42,6 +42,31 @@ pub struct NewRun {
     pub actions: Vec<NewAction>,
 }
 
+impl NewRun {
+    /// A run recorded the moment its trigger is accepted: `observing`, with no plan yet
+    /// (an empty plan document and hash) until [`Store::complete_observed_run`] plans it.
+    pub fn observing(
+        scope: &str,
+        commit: &str,
+        trigger: Trigger,
+        requested_by: Option<&str>,
+    ) -> NewRun {
+        NewRun {
+            scope: scope.to_owned(),
+            commit_sha: commit.to_owned(),
+            trigger,
+            requested_by: requested_by.map(str::to_owned),
+            status: RunStatus::Observing,
+            plan: json!({}),
+            plan_hash: String::new(),
+            required_approvals: 0,
+            error: None,
+            expires_at: None,
+            actions: Vec::new(),
+        }
+    }
+}
+
 /// One action of a [`NewRun`].
 #[derive(Debug, Clone)]
 pub struct NewAction {

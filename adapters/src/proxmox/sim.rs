@@ -528,7 +528,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let latency = {
+    let (latency, mut held) = {
         let mut st = match state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -537,7 +537,6 @@ async fn handle(
         st.max_in_flight = st.max_in_flight.max(st.in_flight);
         (st.latency, st.held.subscribe())
     };
-    let (latency, mut held) = latency;
     // A dropped sender cannot happen while the state lives; either way the request goes on.
     let _ = held.wait_for(|h| !*h).await;
     if !latency.is_zero() {

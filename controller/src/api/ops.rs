@@ -197,12 +197,7 @@ fn metrics_allowed(state: &AppState, headers: &HeaderMap) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     // Compared in constant time: the token must not leak one byte at a time.
-    given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    super::session::constant_time_eq(given.as_bytes(), expected.as_bytes())
 }
 
 /// Prometheus metrics in the text exposition format; behind a bearer token when

@@ -367,19 +367,7 @@ impl Driver {
             return;
         }
         self.accepted_commit = Some(commit.to_owned());
-        let run = NewRun {
-            scope: self.settings.run.scope.clone(),
-            commit_sha: commit.to_owned(),
-            trigger,
-            requested_by: requested_by.map(str::to_owned),
-            status: RunStatus::Observing,
-            plan: serde_json::json!({}),
-            plan_hash: String::new(),
-            required_approvals: 0,
-            error: None,
-            expires_at: None,
-            actions: Vec::new(),
-        };
+        let run = NewRun::observing(&self.settings.run.scope, commit, trigger, requested_by);
         match self
             .store
             .insert_run(&run, super::run::CONTROLLER, Utc::now())

@@ -29,14 +29,26 @@ fn settings() -> RunSettings {
 }
 
 async fn reconcile_text(rig: &Rig, world: &LiveWorld, commit: &str, yaml: &str) -> Outcome {
+    reconcile_with(rig, world, &settings(), commit, yaml, Trigger::Poll).await
+}
+
+/// One reconcile of `yaml` as `commit` with `settings`; everything declared must be observed.
+async fn reconcile_with(
+    rig: &Rig,
+    world: &LiveWorld,
+    settings: &RunSettings,
+    commit: &str,
+    yaml: &str,
+    trigger: Trigger,
+) -> Outcome {
     let loaded = mycopod_specs::load_str("site.yaml", yaml);
     let (outcome, problems) = reconcile(
         &rig.store,
         world,
-        &settings(),
+        settings,
         commit,
         &loaded,
-        Trigger::Poll,
+        trigger,
         None,
         Utc::now(),
     )
@@ -741,19 +753,7 @@ async fn applying_should_stamp_and_check_windows_with_its_own_clock_not_the_reco
 async fn accept(rig: &Rig, commit: &str) -> i64 {
     rig.store
         .insert_run(
-            &mycopod::store::NewRun {
-                scope: "site".to_owned(),
-                commit_sha: commit.to_owned(),
-                trigger: Trigger::Webhook,
-                requested_by: None,
-                status: RunStatus::Observing,
-                plan: serde_json::json!({}),
-                plan_hash: String::new(),
-                required_approvals: 0,
-                error: None,
-                expires_at: None,
-                actions: Vec::new(),
-            },
+            &mycopod::store::NewRun::observing("site", commit, Trigger::Webhook, None),
             "controller",
             Utc::now(),
         )
@@ -768,23 +768,9 @@ async fn reconcile_accepted(
     yaml: &str,
     accepted: i64,
 ) -> Outcome {
-    let loaded = mycopod_specs::load_str("site.yaml", yaml);
     let mut settings = settings();
     settings.accepted = Some(accepted);
-    let (outcome, problems) = reconcile(
-        &rig.store,
-        world,
-        &settings,
-        commit,
-        &loaded,
-        Trigger::Webhook,
-        None,
-        Utc::now(),
-    )
-    .await
-    .unwrap();
-    assert!(problems.is_empty(), "{problems:?}");
-    outcome
+    reconcile_with(rig, world, &settings, commit, yaml, Trigger::Webhook).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

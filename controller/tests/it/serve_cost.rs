@@ -71,30 +71,33 @@ async fn wait_for_succeeded(store: &Store, n: usize) {
     }
 }
 
+/// Starts `serve` on the declarations (the guests of `GUESTS`, one core each) in `dir`, waits
+/// until its first run has converged, and lets the loop settle (it reads the approved event
+/// of the run it applied). Returns the server and a store on its database.
+async fn converged_serve(pve: &SimHandle, dir: &std::path::Path) -> (Child, Store) {
+    let config = support::serve_setup(dir, &declarations(&pve.base_url(), 1), &pve.base_url());
+    let server = serve(&config);
+    // The database exists once serve has started.
+    let db = dir.join("m.db");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !db.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "serve started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store = Store::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    wait_for_succeeded(&store, 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    (server, store)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_committed_change_should_cost_one_observation_to_plan_and_one_to_verify() {
     within(async {
         let pve = SimHandle::start(Default::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let config = support::serve_setup(
-            dir.path(),
-            &declarations(&pve.base_url(), 1),
-            &pve.base_url(),
-        );
-        let mut server = serve(&config);
-        // The database exists once serve has started; wait for the first run to converge.
-        let db = dir.path().join("m.db");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !db.exists() {
-            assert!(tokio::time::Instant::now() < deadline, "serve started");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let store = Store::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        wait_for_succeeded(&store, 1).await;
-        // Let the loop settle (it reads the approved event of the run it applied).
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (mut server, store) = converged_serve(&pve, dir.path()).await;
         pve.clear_requests();
 
         let repo = dir.path().join("repo");
@@ -166,23 +169,7 @@ async fn a_committed_change_should_be_recorded_observing_before_the_cluster_answ
     within(async {
         let pve = SimHandle::start(Default::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let config = support::serve_setup(
-            dir.path(),
-            &declarations(&pve.base_url(), 1),
-            &pve.base_url(),
-        );
-        let mut server = serve(&config);
-        let db = dir.path().join("m.db");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !db.exists() {
-            assert!(tokio::time::Instant::now() < deadline, "serve started");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let store = Store::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        wait_for_succeeded(&store, 1).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (mut server, store) = converged_serve(&pve, dir.path()).await;
 
         // The cluster stops answering; a change is committed.
         pve.hold_requests();
