@@ -3,6 +3,8 @@
 //! commit to its Git repository. Nothing here reaches into the process under test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod tls_sim;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

@@ -12,4 +12,3 @@ mod mqtt_broker;
 mod notify_webhook;
 mod proxmox_client;
 mod proxmox_roundtrip;
-mod proxmox_tls;
