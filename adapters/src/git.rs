@@ -129,8 +129,21 @@ pub struct SourceFile {
     /// Path relative to the repository root (or to the requested sub-folder's parent root),
     /// with `/` separators.
     pub path: String,
-    /// The file's text.
-    pub text: String,
+    /// The blob's size in bytes.
+    pub size: u64,
+    /// The file's text; `None` when the blob was left unread for [`BlobLimits`].
+    pub text: Option<String>,
+}
+
+/// How much [`GitSource::read_declarations`] reads: a blob larger than `file_bytes`, and every
+/// blob (in path order) that would take the bytes read past `total_bytes`, is listed with its
+/// size but not read, so a commit written to exhaust memory cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLimits {
+    /// The largest blob read.
+    pub file_bytes: u64,
+    /// The most bytes read in all.
+    pub total_bytes: u64,
 }
 
 /// What went wrong talking to Git. Messages never contain credentials.
@@ -389,33 +402,35 @@ impl GitSource {
     }
 
     /// Reads every `*.yaml`/`*.yml` file under `subdir` (empty for the whole tree) at `commit`,
-    /// skipping hidden files and folders, sorted by path.
+    /// skipping hidden files and folders, sorted by path. Blobs past `limits` are listed with
+    /// their size and no text.
     #[tracing::instrument(skip(self), fields(remote = %self.display_remote(), commit = %commit.short()))]
     pub async fn read_declarations(
         &self,
         commit: &CommitId,
         subdir: &str,
+        limits: BlobLimits,
     ) -> Result<Vec<SourceFile>, GitError> {
         let subdir = subdir.trim_matches('/');
-        let mut args = vec!["ls-tree", "-r", "-z", "--full-tree", commit.as_str()];
+        let mut args = vec!["ls-tree", "-r", "-l", "-z", "--full-tree", commit.as_str()];
         if !subdir.is_empty() {
             args.push("--");
             args.push(subdir);
         }
         let listing = self.run("ls-tree", &args, None).await?;
-        let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+        let mut wanted: BTreeMap<String, (String, u64)> = BTreeMap::new();
         for entry in listing.split(|b| *b == 0).filter(|e| !e.is_empty()) {
             let entry = String::from_utf8_lossy(entry);
-            // "<mode> SP <type> SP <object> TAB <path>"
+            // "<mode> SP <type> SP <object> SP+ <size> TAB <path>"
             let Some((meta, path)) = entry.split_once('\t') else {
                 return Err(GitError::Protocol {
                     op: "ls-tree",
                     detail: format!("entry without a tab: {entry}"),
                 });
             };
-            let mut fields = meta.split(' ');
-            let (Some(_mode), Some(kind), Some(object)) =
-                (fields.next(), fields.next(), fields.next())
+            let mut fields = meta.split_ascii_whitespace();
+            let (Some(_mode), Some(kind), Some(object), Some(size)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
             else {
                 return Err(GitError::Protocol {
                     op: "ls-tree",
@@ -423,16 +438,36 @@ impl GitSource {
                 });
             };
             if kind == "blob" && is_declaration_path(path) {
-                wanted.insert(path.to_owned(), object.to_owned());
+                let size = size.parse::<u64>().map_err(|_| GitError::Protocol {
+                    op: "ls-tree",
+                    detail: format!("blob without a size: {entry}"),
+                })?;
+                wanted.insert(path.to_owned(), (object.to_owned(), size));
             }
         }
+        // Which blobs are read: in path order, each within the file limit while the total
+        // stays within its own.
+        let mut total = 0u64;
+        let read: BTreeMap<&str, bool> = wanted
+            .iter()
+            .map(|(path, (_, size))| {
+                let ok =
+                    *size <= limits.file_bytes && total.saturating_add(*size) <= limits.total_bytes;
+                if ok {
+                    total += size;
+                }
+                (path.as_str(), ok)
+            })
+            .collect();
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
         let mut request = String::new();
-        for object in wanted.values() {
-            request.push_str(object);
-            request.push('\n');
+        for (path, (object, _)) in &wanted {
+            if read.get(path.as_str()) == Some(&true) {
+                request.push_str(object);
+                request.push('\n');
+            }
         }
         let output = self
             .run(
@@ -443,7 +478,15 @@ impl GitSource {
             .await?;
         let blobs = parse_cat_file_batch(&output)?;
         let mut files = Vec::with_capacity(wanted.len());
-        for (path, object) in wanted {
+        for (path, (object, size)) in &wanted {
+            if read.get(path.as_str()) != Some(&true) {
+                files.push(SourceFile {
+                    path: path.clone(),
+                    size: *size,
+                    text: None,
+                });
+                continue;
+            }
             let bytes = blobs
                 .get(object.as_str())
                 .ok_or_else(|| GitError::Protocol {
@@ -454,7 +497,11 @@ impl GitSource {
                 path: path.clone(),
                 commit: commit.to_string(),
             })?;
-            files.push(SourceFile { path, text });
+            files.push(SourceFile {
+                path: path.clone(),
+                size: *size,
+                text: Some(text),
+            });
         }
         Ok(files)
     }

@@ -20,7 +20,7 @@ pub const CONFIG_ENV: &str = "MYCOPOD_CONFIG";
 const NOT_CONFIG: [&str; 3] = ["CONFIG", "TEST_DATABASE_URL", "LOG"];
 
 /// Sections whose keys are reached from the environment as `MYCOPOD_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 3] = ["LLM", "GITHUB", "TELEMETRY"];
+const SECTIONS: [&str; 4] = ["LLM", "GITHUB", "TELEMETRY", "LIMITS"];
 
 /// Everything mycopod can be configured with. Every field has a safe default. Its `Debug`
 /// output hides the secrets.
@@ -73,6 +73,9 @@ pub struct Config {
     pub github: GitHubConfig,
     /// Readings and alerts.
     pub telemetry: TelemetryConfig,
+    /// What one load of the declarations may read (`[limits]`: `file_bytes`, `total_bytes`,
+    /// `documents_per_file`, `keys_per_mapping`). Env: `MYCOPOD_LIMITS_FILE_BYTES`, ...
+    pub limits: mycopod_specs::Limits,
     /// The secrets declarations may name, each with the destinations it may be sent to
     /// (`[[secrets]]`; only in the file). Anything not listed is never resolved.
     pub secrets: Vec<crate::secrets::SecretEntry>,
@@ -154,6 +157,7 @@ impl std::fmt::Debug for Config {
             .field("llm", &self.llm)
             .field("github", &self.github)
             .field("telemetry", &self.telemetry)
+            .field("limits", &self.limits)
             .field("secrets", &self.secrets)
             .finish()
     }
@@ -205,6 +209,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             github: GitHubConfig::default(),
             telemetry: TelemetryConfig::default(),
+            limits: mycopod_specs::Limits::default(),
             secrets: Vec::new(),
         }
     }
@@ -418,8 +423,13 @@ fn env_provider(values: &BTreeMap<String, (String, String)>) -> Serialized<serde
     Serialized::defaults(serde_json::Value::Object(root))
 }
 
-/// Environment values are text; booleans are the only non-text keys.
+/// Environment values are text; booleans and the `[limits]` counts are the non-text keys.
 fn env_value(key: &str, value: &str) -> serde_json::Value {
+    if key.starts_with("limits.")
+        && let Ok(n) = value.trim().parse::<u64>()
+    {
+        return serde_json::Value::from(n);
+    }
     match (key, value.to_ascii_lowercase().as_str()) {
         (
             "prune" | "self_heal" | "telemetry.mqtt_publish_readings",
@@ -512,6 +522,39 @@ mod tests {
         assert_eq!(config.poll_interval.as_std().as_secs(), 5);
         assert_eq!(config.llm.model.as_deref(), Some("qwen2.5:7b"));
         assert!(config.prune);
+    }
+
+    #[test]
+    fn limits_should_come_from_the_file_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mycopod.toml");
+        std::fs::write(
+            &file,
+            "[limits]
+file_bytes = 2048
+keys_per_mapping = 50
+",
+        )
+        .unwrap();
+        let sources = Sources {
+            file: Some(file),
+            env: env(&[("MYCOPOD_LIMITS_KEYS_PER_MAPPING", "70")]),
+            flags: serde_json::Map::new(),
+        };
+        let config = load(&sources).unwrap();
+        assert_eq!(config.limits.file_bytes, 2048);
+        assert_eq!(config.limits.keys_per_mapping, 70);
+        assert_eq!(
+            config.limits.documents_per_file,
+            mycopod_specs::Limits::default().documents_per_file
+        );
+        let bad = Sources {
+            file: None,
+            env: env(&[("MYCOPOD_LIMITS_FILE_BYTES", "1MiB")]),
+            flags: serde_json::Map::new(),
+        };
+        let err = load(&bad).unwrap_err().to_string();
+        assert!(err.contains("MYCOPOD_LIMITS_FILE_BYTES"), "{err}");
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub fn loop_settings(config: &Config, env: &BTreeMap<String, String>) -> Result<
         repo,
         git_ref: config.git_ref.clone(),
         path: config.path.clone(),
+        limits: config.limits,
         cache_dir: config.cache_dir.clone(),
         git_auth,
         poll_interval: config.poll_interval.as_std(),

@@ -146,6 +146,10 @@ codes! {
     /// A file of the folder that is not read: a symlink leading outside the folder (or
     /// nowhere), or not a regular file (a device, FIFO or socket).
     NotRead => "not-read",
+    /// Input past one of the loader's limits (file size, bytes in all, documents per file,
+    /// keys per mapping): not read, or not deserialized, so that hostile input costs bounded
+    /// memory and time.
+    LimitExceeded => "limit-exceeded",
 }
 
 impl fmt::Display for Code {

@@ -34,6 +34,8 @@ pub mod values;
 
 pub use desired::{Checked, DesiredState, Resource, check};
 pub use diagnostic::{Code, Diagnostic, Severity};
-pub use load::{Document, LoadError, Loaded, SourceFile, Typed, load_path, load_str};
+pub use load::{
+    Document, Limits, LoadError, Loaded, SourceFile, Typed, load_path, load_path_with, load_str,
+};
 pub use source::{Position, Source, SourceMap};
 pub use validate::validate;

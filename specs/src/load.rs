@@ -79,6 +79,34 @@ impl SourceFile {
     }
 }
 
+/// Limits on what one load reads, so that declarations written to hurt (a pull request's
+/// checkout, a pushed commit) cost bounded memory and time. Crossing one is a
+/// `limit-exceeded` error naming the file and line, never a crash. `mycopod.toml`'s `[limits]`
+/// sets them; declarations cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The largest file read, in bytes (default 1 MiB).
+    pub file_bytes: u64,
+    /// The most bytes read from one folder or commit in all (default 32 MiB).
+    pub total_bytes: u64,
+    /// The most YAML documents in one file (default 1,000).
+    pub documents_per_file: u32,
+    /// The most keys in one YAML mapping (default 10,000).
+    pub keys_per_mapping: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            file_bytes: 1024 * 1024,
+            total_bytes: 32 * 1024 * 1024,
+            documents_per_file: 1_000,
+            keys_per_mapping: 10_000,
+        }
+    }
+}
+
 /// A document whose typed spec deserialized.
 #[derive(Debug, Clone)]
 pub struct Typed {
@@ -112,6 +140,10 @@ pub struct Loaded {
     pub documents: Vec<Document>,
     /// Findings of loading.
     pub diagnostics: Vec<Diagnostic>,
+    /// The limits files are read under.
+    pub limits: Limits,
+    /// Bytes admitted so far, against [`Limits::total_bytes`].
+    read_bytes: u64,
 }
 
 impl Loaded {
@@ -120,13 +152,66 @@ impl Loaded {
         self.files.iter().find(|f| &*f.name == name)
     }
 
-    /// Adds one file's text (as [`load_str`] does) to this set.
+    /// An empty set that reads under `limits`.
+    pub fn with_limits(limits: Limits) -> Loaded {
+        Loaded {
+            limits,
+            ..Loaded::default()
+        }
+    }
+
+    /// Adds one file's text (as [`load_str`] does) to this set, unless it is past the size
+    /// limits: then the file is listed without its text and the finding says why.
     pub fn add_str(&mut self, file_name: &str, text: String) {
+        if self.admit(file_name, text.len() as u64) {
+            self.parse_admitted(file_name, text);
+        }
+    }
+
+    /// Parses one file already admitted by [`Loaded::admit`].
+    fn parse_admitted(&mut self, file_name: &str, text: String) {
         let name: Arc<str> = Arc::from(file_name);
-        let (documents, diagnostics) = parse_file(&name, &text);
+        let (documents, diagnostics) = parse_file(&name, &text, &self.limits);
         self.documents.extend(documents);
         self.diagnostics.extend(diagnostics);
         self.files.push(SourceFile { name, text });
+    }
+
+    /// Whether a file of `bytes` bytes may be read under the size limits, counting it against
+    /// the total when it may. When not, lists the file without its text with a
+    /// `limit-exceeded` finding. Readers that know a file's size before reading it (a folder's
+    /// metadata, Git's object sizes) call this first and skip reading what is refused.
+    pub fn admit(&mut self, file_name: &str, bytes: u64) -> bool {
+        let why = if bytes > self.limits.file_bytes {
+            format!(
+                "not read: the file has {bytes} bytes, more than the limit of {} \
+                 (limits.file_bytes)",
+                self.limits.file_bytes
+            )
+        } else if self.read_bytes.saturating_add(bytes) > self.limits.total_bytes {
+            format!(
+                "not read: with this file the declarations pass the limit of {} bytes in all \
+                 (limits.total_bytes)",
+                self.limits.total_bytes
+            )
+        } else {
+            self.read_bytes += bytes;
+            return true;
+        };
+        self.diagnostics.push(Diagnostic {
+            file: file_name.to_owned(),
+            line: 1,
+            column: 1,
+            path: String::new(),
+            severity: Severity::Error,
+            code: Code::LimitExceeded,
+            message: why,
+        });
+        self.files.push(SourceFile {
+            name: Arc::from(file_name),
+            text: String::new(),
+        });
+        false
     }
 }
 
@@ -145,6 +230,12 @@ pub fn load_str(file_name: &str, text: &str) -> Loaded {
 /// are read. A symlink that leads outside it, a device, a FIFO or a socket is a `not-read`
 /// finding and is never opened, so nothing outside the folder can reach the output.
 pub fn load_path(path: &Path) -> Result<Loaded, LoadError> {
+    load_path_with(path, Limits::default())
+}
+
+/// [`load_path`] under `limits`: a file past them is a `limit-exceeded` finding and is not
+/// read (its size is taken from its metadata, and reading stops at the limit should it grow).
+pub fn load_path_with(path: &Path, limits: Limits) -> Result<Loaded, LoadError> {
     let meta = std::fs::metadata(path).map_err(|source| LoadError::Metadata {
         path: path.to_owned(),
         source,
@@ -168,15 +259,26 @@ pub fn load_path(path: &Path) -> Result<Loaded, LoadError> {
     } else {
         refused.push((path.to_owned(), NOT_REGULAR));
     }
-    let mut loaded = Loaded::default();
+    let mut loaded = Loaded::with_limits(limits);
     for file in files {
-        let bytes = std::fs::read(&file).map_err(|source| LoadError::ReadFile {
-            path: file.clone(),
-            source,
-        })?;
         let name = display_name(&file);
+        let size = std::fs::metadata(&file)
+            .map_err(|source| LoadError::Metadata {
+                path: file.clone(),
+                source,
+            })?
+            .len();
+        if !loaded.admit(&name, size) {
+            continue;
+        }
+        let bytes =
+            read_at_most(&file, limits.file_bytes).map_err(|source| LoadError::ReadFile {
+                path: file.clone(),
+                source,
+            })?;
+
         match String::from_utf8(bytes) {
-            Ok(text) => loaded.add_str(&name, text),
+            Ok(text) => loaded.parse_admitted(&name, text),
             Err(e) => {
                 loaded.diagnostics.push(Diagnostic {
                     file: name.clone(),
@@ -206,6 +308,22 @@ pub fn load_path(path: &Path) -> Result<Loaded, LoadError> {
         });
     }
     Ok(loaded)
+}
+
+/// Reads a file, failing when it holds more than `limit` bytes (it grew after its size was
+/// checked).
+fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "the file grew past the limit of {limit} bytes while it was read"
+        )));
+    }
+    Ok(bytes)
 }
 
 const NOT_REGULAR: &str = "not a regular file (a device, FIFO or socket)";
@@ -303,6 +421,9 @@ impl Walk<'_> {
     }
 }
 
+/// Duplicate keys reported one by one per document; the rest are counted in one finding.
+const MAX_DUPLICATES_SHOWN: usize = 20;
+
 struct RawDoc {
     index: u32,
     start: Position,
@@ -311,7 +432,7 @@ struct RawDoc {
 }
 
 /// Splits a file into documents and deserializes each.
-fn parse_file(file: &Arc<str>, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
+fn parse_file(file: &Arc<str>, text: &str, limits: &Limits) -> (Vec<Document>, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let mut documents = Vec::new();
     let mut current: Option<RawDoc> = None;
@@ -322,11 +443,30 @@ fn parse_file(file: &Arc<str>, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
             None => break,
             Some(Ok((event, span))) => match event {
                 Event::DocumentStart(..) => {
+                    let start = Position::from_span(&span, 0);
+                    if index >= limits.documents_per_file {
+                        diagnostics.push(Diagnostic {
+                            file: file.to_string(),
+                            line: start.line,
+                            column: start.column,
+                            path: String::new(),
+                            severity: Severity::Error,
+                            code: Code::LimitExceeded,
+                            message: format!(
+                                "more than {} documents in one file (limits.documents_per_file); \
+                                 the rest of the file is not read",
+                                limits.documents_per_file
+                            ),
+                        });
+                        break;
+                    }
                     current = Some(RawDoc {
                         index,
-                        start: Position::from_span(&span, 0),
+                        start,
                         builder: MapBuilder::new(0),
-                        tree: TreeBuilder::default(),
+                        tree: TreeBuilder::with_max_keys(
+                            usize::try_from(limits.keys_per_mapping).unwrap_or(usize::MAX),
+                        ),
                     });
                     index += 1;
                 }
@@ -334,7 +474,7 @@ fn parse_file(file: &Arc<str>, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
                     if let Some(doc) = current.take()
                         && doc.builder.has_root()
                     {
-                        documents.push(parse_document(file, doc, &mut diagnostics));
+                        documents.push(parse_document(file, doc, limits, &mut diagnostics));
                     }
                 }
                 _ => {
@@ -390,10 +530,16 @@ fn typed<S: for<'de> Deserialize<'de>>(
     })
 }
 
-fn parse_document(file: &Arc<str>, raw: RawDoc, diagnostics: &mut Vec<Diagnostic>) -> Document {
+fn parse_document(
+    file: &Arc<str>,
+    raw: RawDoc,
+    limits: &Limits,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Document {
     let (map, envelope) = raw.builder.finish();
     let duplicates = raw.tree.duplicates.clone();
     let alias_limit = raw.tree.alias_limit;
+    let key_limit = raw.tree.key_limit;
     let root = raw.tree.finish();
     let source = Source {
         file: file.clone(),
@@ -474,15 +620,44 @@ fn parse_document(file: &Arc<str>, raw: RawDoc, diagnostics: &mut Vec<Diagnostic
         ));
         return doc;
     }
+    if let Some((mapping, key)) = key_limit {
+        let path = doc.source.map.path_at(mapping);
+        diagnostics.push(doc.source.diagnostic_at(
+            key,
+            &path,
+            Severity::Error,
+            Code::LimitExceeded,
+            format!(
+                "the mapping at line {} has more than {} keys (limits.keys_per_mapping); \
+                 the document is not read further",
+                mapping.line, limits.keys_per_mapping
+            ),
+        ));
+        return doc;
+    }
     if !duplicates.is_empty() {
-        for d in duplicates {
-            let path = doc.source.map.path_at(d.pos).to_owned();
+        let total = duplicates.len();
+        for d in duplicates.iter().take(MAX_DUPLICATES_SHOWN) {
+            let path = doc.source.map.path_at(d.pos);
             diagnostics.push(doc.source.diagnostic_at(
                 d.pos,
                 &path,
                 Severity::Error,
                 Code::DuplicateKey,
                 format!("duplicate key \"{}\"", d.key),
+            ));
+        }
+        if let Some(d) = duplicates.get(MAX_DUPLICATES_SHOWN) {
+            let path = doc.source.map.path_at(d.pos);
+            diagnostics.push(doc.source.diagnostic_at(
+                d.pos,
+                &path,
+                Severity::Error,
+                Code::DuplicateKey,
+                format!(
+                    "{} more duplicate keys in this document (the first {MAX_DUPLICATES_SHOWN} are shown)",
+                    total - MAX_DUPLICATES_SHOWN
+                ),
             ));
         }
         return doc;
@@ -525,7 +700,7 @@ pub(crate) fn suggest(word: &str, candidates: &[&str]) -> String {
 fn tree_error(source: &Source, err: &tree::Error) -> Diagnostic {
     let map: &SourceMap = &source.map;
     let mut pos = err.pos.unwrap_or(source.start);
-    let mut path = map.path_at(pos).to_owned();
+    let mut path = map.path_at(pos);
     if let ErrorKind::MissingField(_) = err.kind {
         // A missing field is reported by the mapping that lacks it, whose position is that of
         // its first key in block style; the finding belongs to the mapping itself.

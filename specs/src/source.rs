@@ -32,12 +32,68 @@ impl Position {
     }
 }
 
+/// One node of a document: its own path segment, its parent, and where its key and value start.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    path_start: u32,
-    path_end: u32,
+    /// The parent entry; [`NO_PARENT`] for the document root.
+    parent: u32,
+    /// The entry's own segment in [`SourceMap::segments`]: `spec`, `.name`, `[3]`, `["a.b"]`.
+    seg_start: u32,
+    seg_end: u32,
+    /// [`chain`] of the parent's hash and this segment: the hash of the whole path.
+    hash: u64,
     key: Option<Position>,
     value: Position,
+}
+
+const NO_PARENT: u32 = u32::MAX;
+
+/// The hash of a path one segment longer than the path whose hash is `parent`. The hash of
+/// the empty path (the root) is `chain(0, "")`.
+fn chain(parent: u64, segment: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parent.hash(&mut h);
+    segment.hash(&mut h);
+    h.finish()
+}
+
+/// The segments of a path as [`push_key`] and [`push_index`] write them, delimiters included:
+/// `a.b[2]["x.y"]` -> `a`, `.b`, `[2]`, `["x.y"]`.
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    let bytes = path.as_bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= bytes.len() {
+            return None;
+        }
+        let start = at;
+        if bytes[at..].starts_with(b"[\"") {
+            at += 2;
+            while at < bytes.len() {
+                match bytes[at] {
+                    b'\\' => at += 2,
+                    b'"' if bytes.get(at + 1) == Some(&b']') => {
+                        at += 2;
+                        break;
+                    }
+                    _ => at += 1,
+                }
+            }
+        } else if bytes[at] == b'[' {
+            while at < bytes.len() && bytes[at] != b']' {
+                at += 1;
+            }
+            at += 1;
+        } else {
+            at += 1;
+            while at < bytes.len() && bytes[at] != b'.' && bytes[at] != b'[' {
+                at += 1;
+            }
+        }
+        at = at.min(bytes.len());
+        path.get(start..at)
+    })
 }
 
 /// Positions of every node of one document, by field path.
@@ -45,21 +101,86 @@ struct Entry {
 /// Paths join mapping keys with `.` and sequence indexes with `[i]`; keys that are not plain
 /// words (letters, digits, `_`, `-`) are quoted: `metadata.labels["app.kubernetes.io/name"]`.
 /// The document root has the empty path.
+///
+/// Each node keeps only its own segment and its parent, so the map grows with the input, not
+/// with the sum of path lengths (deeply nested long keys would otherwise repeat every
+/// ancestor's key in every descendant's path). Whole paths are put together on demand; a
+/// lookup by path goes through a hash of the path chained segment by segment.
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {
-    paths: String,
+    segments: String,
     entries: Vec<Entry>,
+    /// Path hash -> the first entry with that hash.
+    index: std::collections::HashMap<u64, u32>,
 }
 
 impl SourceMap {
-    fn path(&self, e: &Entry) -> &str {
-        self.paths
-            .get(e.path_start as usize..e.path_end as usize)
+    fn segment(&self, e: &Entry) -> &str {
+        self.segments
+            .get(e.seg_start as usize..e.seg_end as usize)
             .unwrap_or("")
     }
 
+    fn entry(&self, idx: u32) -> Option<&Entry> {
+        self.entries.get(idx as usize)
+    }
+
+    /// The whole path of entry `idx`.
+    fn path(&self, idx: u32) -> String {
+        let mut parts = Vec::new();
+        let mut at = self.entry(idx);
+        while let Some(e) = at {
+            parts.push(self.segment(e));
+            at = self.entry(e.parent);
+        }
+        parts.iter().rev().copied().collect()
+    }
+
+    /// Whether entry `idx` has the path `path`, compared segment by segment from the end.
+    fn matches(&self, idx: u32, path: &str) -> bool {
+        let mut rest = path;
+        let mut at = self.entry(idx);
+        while let Some(e) = at {
+            match rest.strip_suffix(self.segment(e)) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+            at = self.entry(e.parent);
+        }
+        rest.is_empty()
+    }
+
     fn find(&self, path: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| self.path(e) == path)
+        let hash = segments(path).fold(chain(0, ""), chain);
+        if let Some(&idx) = self.index.get(&hash)
+            && self.matches(idx, path)
+        {
+            return self.entry(idx);
+        }
+        // Two paths with one hash: look at every entry.
+        (0..self.entries.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .find(|&i| self.matches(i, path))
+            .and_then(|i| self.entry(i))
+    }
+
+    fn push(&mut self, parent: u32, segment: &str, key: Option<Position>, value: Position) -> u32 {
+        let parent_hash = self.entry(parent).map_or(0, |p| p.hash);
+        let hash = chain(parent_hash, segment);
+        let seg_start = u32::try_from(self.segments.len()).unwrap_or(u32::MAX);
+        self.segments.push_str(segment);
+        let seg_end = u32::try_from(self.segments.len()).unwrap_or(u32::MAX);
+        let idx = u32::try_from(self.entries.len()).unwrap_or(NO_PARENT - 1);
+        self.entries.push(Entry {
+            parent,
+            seg_start,
+            seg_end,
+            hash,
+            key,
+            value,
+        });
+        self.index.entry(hash).or_insert(idx);
+        idx
     }
 
     /// Position of the value at `path`.
@@ -90,24 +211,48 @@ impl SourceMap {
 
     /// The path of the node whose key or value starts at `pos`, else of the last node that
     /// starts before it.
-    pub fn path_at(&self, pos: Position) -> &str {
-        if let Some(e) = self.entries.iter().find(|e| e.key == Some(pos)) {
-            return self.path(e);
-        }
-        if let Some(e) = self.entries.iter().rev().find(|e| e.value == pos) {
-            return self.path(e);
-        }
-        self.entries
+    pub fn path_at(&self, pos: Position) -> String {
+        let last = self.entries.len();
+        let found = self
+            .entries
             .iter()
-            .rev()
-            .find(|e| e.key.unwrap_or(e.value) <= pos)
-            .map(|e| self.path(e))
-            .unwrap_or("")
+            .position(|e| e.key == Some(pos))
+            .or_else(|| self.entries.iter().rposition(|e| e.value == pos))
+            .or_else(|| {
+                self.entries
+                    .iter()
+                    .rposition(|e| e.key.unwrap_or(e.value) <= pos)
+            })
+            .unwrap_or(last);
+        match u32::try_from(found) {
+            Ok(idx) if found < last => self.path(idx),
+            _ => String::new(),
+        }
+    }
+
+    /// How many nodes the map records.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the map records no node.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The heap memory the map holds, in bytes: its segments, its entries and its index.
+    /// Grows with the input's size, whatever the nesting (the loader's memory bound).
+    pub fn heap_bytes(&self) -> usize {
+        self.segments.capacity()
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
     }
 
     /// Every path of the document with the position of its value, in document order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, Position)> {
-        self.entries.iter().map(|e| (self.path(e), e.value))
+    pub fn iter(&self) -> impl Iterator<Item = (String, Position)> + '_ {
+        (0..self.entries.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .filter_map(|i| Some((self.path(i), self.entry(i)?.value)))
     }
 }
 
@@ -130,24 +275,31 @@ pub fn parent_path(path: &str) -> &str {
 
 /// Appends the key segment for `key` to `path`.
 pub fn push_key(path: &mut String, key: &str) {
+    let first = path.is_empty();
+    key_segment(path, key, first);
+}
+
+/// Appends the segment of `key` to `out`: `key` when it is the first segment of a path,
+/// `.key` after another one, `["k.e.y"]` (escaped) when the key is not a plain word.
+fn key_segment(out: &mut String, key: &str, first: bool) {
     let plain = !key.is_empty()
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if plain {
-        if !path.is_empty() {
-            path.push('.');
+        if !first {
+            out.push('.');
         }
-        path.push_str(key);
+        out.push_str(key);
     } else {
-        path.push_str("[\"");
+        out.push_str("[\"");
         for c in key.chars() {
             if c == '"' || c == '\\' {
-                path.push('\\');
+                out.push('\\');
             }
-            path.push(c);
+            out.push(c);
         }
-        path.push_str("\"]");
+        out.push_str("\"]");
     }
 }
 
@@ -224,12 +376,14 @@ impl Source {
 
 enum Frame {
     Map {
-        base: usize,
+        /// The mapping's own entry.
+        entry: u32,
         expecting_key: bool,
-        key: Option<Position>,
+        /// The pending key's position (none for a complex key) and rendered segment.
+        key: Option<(Option<Position>, String)>,
     },
     Seq {
-        base: usize,
+        entry: u32,
         next: usize,
     },
     /// A complex (non-scalar) mapping key: ignored up to its end.
@@ -251,22 +405,23 @@ pub(crate) struct EnvelopeScalars {
 /// Builds a [`SourceMap`] from the node events of one document.
 pub(crate) struct MapBuilder {
     map: SourceMap,
-    path: String,
     frames: Vec<Frame>,
     line_offset: u32,
     pub envelope: EnvelopeScalars,
     seen_root: bool,
+    /// Scratch for rendering one segment.
+    segment: String,
 }
 
 impl MapBuilder {
     pub fn new(line_offset: u32) -> Self {
         Self {
             map: SourceMap::default(),
-            path: String::new(),
             frames: Vec::new(),
             line_offset,
             envelope: EnvelopeScalars::default(),
             seen_root: false,
+            segment: String::new(),
         }
     }
 
@@ -279,16 +434,15 @@ impl MapBuilder {
         (self.map, self.envelope)
     }
 
-    fn record(&mut self, key: Option<Position>, value: Position) {
-        let start = u32::try_from(self.map.paths.len()).unwrap_or(u32::MAX);
-        self.map.paths.push_str(&self.path);
-        let end = u32::try_from(self.map.paths.len()).unwrap_or(u32::MAX);
-        self.map.entries.push(Entry {
-            path_start: start,
-            path_end: end,
-            key,
-            value,
-        });
+    /// The segment of a key under the mapping whose entry is `parent`.
+    fn key_segment(&self, parent: u32, key: &str) -> String {
+        let first = self
+            .map
+            .entry(parent)
+            .is_some_and(|p| p.parent == NO_PARENT);
+        let mut out = String::new();
+        key_segment(&mut out, key, first);
+        out
     }
 
     /// Marks the value slot of the parent as filled.
@@ -314,17 +468,15 @@ impl MapBuilder {
                 if *depth == 0 {
                     self.frames.pop();
                     // The complex key is done; its value follows under a placeholder key.
-                    if let Some(Frame::Map {
-                        base,
-                        expecting_key,
-                        key,
-                    }) = self.frames.last_mut()
-                    {
-                        let base = *base;
-                        *expecting_key = false;
-                        *key = None;
-                        self.path.truncate(base);
-                        push_key(&mut self.path, "?");
+                    if let Some(&Frame::Map { entry, .. }) = self.frames.last() {
+                        let seg = self.key_segment(entry, "?");
+                        if let Some(Frame::Map {
+                            expecting_key, key, ..
+                        }) = self.frames.last_mut()
+                        {
+                            *expecting_key = false;
+                            *key = Some((None, seg));
+                        }
                     }
                 }
             }
@@ -341,64 +493,82 @@ impl MapBuilder {
         let pos = Position::from_span(span, self.line_offset);
         // Mapping key?
         if let Some(Frame::Map {
-            base,
-            expecting_key: expecting @ true,
-            key,
-        }) = self.frames.last_mut()
+            entry,
+            expecting_key: true,
+            ..
+        }) = self.frames.last()
         {
-            let base = *base;
-            if let Event::Scalar(text, ..) = event {
-                *expecting = false;
-                *key = Some(pos);
-                self.path.truncate(base);
-                push_key(&mut self.path, text);
-            } else if is_start {
+            let entry = *entry;
+            if is_start {
                 self.frames.push(Frame::Ignore { depth: 1 });
-            } else {
-                *expecting = false;
-                *key = Some(pos);
-                self.path.truncate(base);
-                push_key(&mut self.path, "*");
+                return;
+            }
+            let text = match event {
+                Event::Scalar(text, ..) => text.as_ref(),
+                _ => "*",
+            };
+            let seg = self.key_segment(entry, text);
+            if let Some(Frame::Map {
+                expecting_key, key, ..
+            }) = self.frames.last_mut()
+            {
+                *expecting_key = false;
+                *key = Some((Some(pos), seg));
             }
             return;
         }
-        // A value.
-        let key = match self.frames.last_mut() {
-            Some(Frame::Map { key, .. }) => key.take(),
-            Some(Frame::Seq { base, next }) => {
-                let (base, index) = (*base, *next);
-                *next += 1;
-                self.path.truncate(base);
-                push_index(&mut self.path, index);
-                None
+        // A value: its parent entry, its key position and its segment.
+        self.segment.clear();
+        let (parent, key) = match self.frames.last_mut() {
+            Some(Frame::Map { entry, key, .. }) => {
+                let parent = *entry;
+                match key.take() {
+                    Some((pos, seg)) => {
+                        self.segment = seg;
+                        (parent, pos)
+                    }
+                    None => (parent, None),
+                }
             }
-            Some(Frame::Ignore { .. }) => None,
+            Some(Frame::Seq { entry, next }) => {
+                let _ = write!(self.segment, "[{next}]");
+                *next += 1;
+                (*entry, None)
+            }
+            Some(Frame::Ignore { .. }) => return,
             None => {
                 self.seen_root = true;
                 self.envelope.root_is_map = matches!(event, Event::MappingStart(..));
-                None
+                (NO_PARENT, None)
             }
         };
-        self.record(key, pos);
+        let segment = std::mem::take(&mut self.segment);
+        let idx = self.map.push(parent, &segment, key, pos);
+        self.segment = segment;
         if let Event::Scalar(text, ..) = event {
-            let slot = match self.path.as_str() {
-                "apiVersion" => Some(&mut self.envelope.api_version),
-                "kind" => Some(&mut self.envelope.kind),
-                "metadata.name" => Some(&mut self.envelope.name),
-                _ => None,
+            let slot = if self.map.matches(idx, "apiVersion") {
+                Some(&mut self.envelope.api_version)
+            } else if self.map.matches(idx, "kind") {
+                Some(&mut self.envelope.kind)
+            } else if self.map.matches(idx, "metadata.name") {
+                Some(&mut self.envelope.name)
+            } else {
+                None
             };
             if let Some(slot) = slot {
                 *slot = Some(text.to_string());
             }
         }
-        let base = self.path.len();
         match event {
             Event::MappingStart(..) => self.frames.push(Frame::Map {
-                base,
+                entry: idx,
                 expecting_key: true,
                 key: None,
             }),
-            Event::SequenceStart(..) => self.frames.push(Frame::Seq { base, next: 0 }),
+            Event::SequenceStart(..) => self.frames.push(Frame::Seq {
+                entry: idx,
+                next: 0,
+            }),
             _ => self.value_done(),
         }
     }

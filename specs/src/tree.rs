@@ -44,7 +44,25 @@ pub(crate) struct DuplicateKey {
 
 enum Open {
     Seq(Position, Vec<Node>, usize),
-    Map(Position, Vec<(Node, Node)>, Option<Node>, usize),
+    Map(OpenMap),
+}
+
+/// A mapping being built: its entries, the key waiting for its value, and the hash of every
+/// scalar key written so far with the index of its first entry, so that a duplicate is found
+/// in constant time rather than by comparing with every earlier key.
+struct OpenMap {
+    pos: Position,
+    entries: Vec<(Node, Node)>,
+    key: Option<Node>,
+    anchor: usize,
+    seen: HashMap<u64, usize>,
+}
+
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 /// Builds a [`Node`] tree from the node events of one document.
@@ -61,6 +79,11 @@ pub(crate) struct TreeBuilder {
     pub duplicates: Vec<DuplicateKey>,
     /// Where alias expansion stopped because of [`MAX_ALIASED_NODES`].
     pub alias_limit: Option<Position>,
+    /// Most keys one mapping may have; 0 means no limit.
+    pub max_keys: usize,
+    /// The first mapping with more than [`TreeBuilder::max_keys`] keys: where it starts and
+    /// the key past the limit. Keys past it are dropped, so memory stays bounded.
+    pub key_limit: Option<(Position, Position)>,
 }
 
 fn size(node: &Node) -> usize {
@@ -77,6 +100,14 @@ fn size(node: &Node) -> usize {
 }
 
 impl TreeBuilder {
+    /// A builder that stops taking keys into a mapping past `max_keys` (0: no limit).
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        TreeBuilder {
+            max_keys,
+            ..TreeBuilder::default()
+        }
+    }
+
     pub fn finish(self) -> Option<Node> {
         self.root
     }
@@ -89,20 +120,44 @@ impl TreeBuilder {
         match self.stack.last_mut() {
             None => self.root = Some(node),
             Some(Open::Seq(_, items, _)) => items.push(node),
-            Some(Open::Map(_, entries, key, _)) => match key.take() {
-                None => *key = Some(node),
+            Some(Open::Map(map)) => match map.key.take() {
+                None => map.key = Some(node),
                 Some(k) => {
-                    if let NodeKind::Scalar { text, .. } = &k.kind
-                        && entries
-                            .iter()
-                            .any(|(e, _)| matches!(&e.kind, NodeKind::Scalar { text: t, .. } if t == text))
-                    {
-                        self.duplicates.push(DuplicateKey {
-                            key: text.clone(),
-                            pos: k.pos,
-                        });
+                    if self.max_keys != 0 && map.entries.len() >= self.max_keys {
+                        if self.key_limit.is_none() {
+                            self.key_limit = Some((map.pos, k.pos));
+                        }
+                        return;
                     }
-                    entries.push((k, node));
+                    if let NodeKind::Scalar { text, .. } = &k.kind {
+                        let hash = text_hash(text);
+                        let duplicate = match map.seen.get(&hash) {
+                            None => {
+                                map.seen.insert(hash, map.entries.len());
+                                false
+                            }
+                            Some(&first)
+                                if map
+                                    .entries
+                                    .get(first)
+                                    .is_some_and(|(e, _)| key_text(e) == Some(text.as_str())) =>
+                            {
+                                true
+                            }
+                            // Another key with the same hash: compare with every key.
+                            Some(_) => map
+                                .entries
+                                .iter()
+                                .any(|(e, _)| key_text(e) == Some(text.as_str())),
+                        };
+                        if duplicate {
+                            self.duplicates.push(DuplicateKey {
+                                key: text.clone(),
+                                pos: k.pos,
+                            });
+                        }
+                    }
+                    map.entries.push((k, node));
                 }
             },
         }
@@ -126,7 +181,13 @@ impl TreeBuilder {
                 self.stack.push(Open::Seq(pos, Vec::new(), *anchor));
             }
             Event::MappingStart(_, anchor, _) => {
-                self.stack.push(Open::Map(pos, Vec::new(), None, *anchor));
+                self.stack.push(Open::Map(OpenMap {
+                    pos,
+                    entries: Vec::new(),
+                    key: None,
+                    anchor: *anchor,
+                    seen: HashMap::new(),
+                }));
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
@@ -137,12 +198,12 @@ impl TreeBuilder {
                         },
                         a,
                     ),
-                    Some(Open::Map(p, entries, _, a)) => (
+                    Some(Open::Map(map)) => (
                         Node {
-                            pos: p,
-                            kind: NodeKind::Map(merge_keys(entries)),
+                            pos: map.pos,
+                            kind: NodeKind::Map(merge_keys(map.entries)),
                         },
-                        a,
+                        map.anchor,
                     ),
                     None => return,
                 };
@@ -227,10 +288,18 @@ fn merge_keys(entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
             }
         }
     }
+    let mut present: std::collections::HashSet<String> = own
+        .iter()
+        .filter_map(|(k, _)| key_text(k).map(str::to_owned))
+        .collect();
     for (k, v) in merged {
-        let present = key_text(&k).is_some_and(|t| own.iter().any(|(o, _)| key_text(o) == Some(t)));
-        if !present {
-            own.push((k, v));
+        match key_text(&k) {
+            Some(t) if present.contains(t) => {}
+            Some(t) => {
+                present.insert(t.to_owned());
+                own.push((k, v));
+            }
+            None => own.push((k, v)),
         }
     }
     own

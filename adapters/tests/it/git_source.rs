@@ -6,7 +6,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use mycopod_adapters::git::{GitError, GitSource};
+use mycopod_adapters::git::{BlobLimits, GitError, GitSource};
+
+const LIMITS: BlobLimits = BlobLimits {
+    file_bytes: 1024 * 1024,
+    total_bytes: 32 * 1024 * 1024,
+};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -62,12 +67,14 @@ async fn fetch_should_resolve_a_branch_and_read_only_visible_yaml_files() {
     let commit = within(source.fetch("main")).await.unwrap();
     assert_eq!(commit.as_str(), head);
 
-    let files = within(source.read_declarations(&commit, "")).await.unwrap();
+    let files = within(source.read_declarations(&commit, "", LIMITS))
+        .await
+        .unwrap();
     let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["guests/web.yaml", "plant/fm.yml"]);
-    assert_eq!(files[0].text, "kind: Guest\n");
+    assert_eq!(files[0].text.as_deref(), Some("kind: Guest\n"));
 
-    let plant_only = within(source.read_declarations(&commit, "plant/"))
+    let plant_only = within(source.read_declarations(&commit, "plant/", LIMITS))
         .await
         .unwrap();
     assert_eq!(plant_only.len(), 1);
@@ -94,15 +101,15 @@ async fn fetch_should_pick_up_new_commits_incrementally_and_keep_old_ones_readab
 
     let second_commit = within(source.fetch("main")).await.unwrap();
     assert_eq!(second_commit.as_str(), second);
-    let now = within(source.read_declarations(&second_commit, "guests"))
+    let now = within(source.read_declarations(&second_commit, "guests", LIMITS))
         .await
         .unwrap();
-    assert_eq!(now[0].text, "kind: Guest\nmetadata: {}\n");
+    assert_eq!(now[0].text.as_deref(), Some("kind: Guest\nmetadata: {}\n"));
     // The commit that was planned before stays readable: plans are bound to commits.
-    let before = within(source.read_declarations(&first_commit, "guests"))
+    let before = within(source.read_declarations(&first_commit, "guests", LIMITS))
         .await
         .unwrap();
-    assert_eq!(before[0].text, "kind: Guest\n");
+    assert_eq!(before[0].text.as_deref(), Some("kind: Guest\n"));
 }
 
 #[tokio::test]
@@ -176,11 +183,50 @@ async fn non_utf8_declaration_files_should_be_reported_by_path() {
     git(work.path(), &["commit", "--quiet", "-m", "binary"]);
     let source = GitSource::new(work.path().to_string_lossy(), cache.path());
     let commit = within(source.fetch("main")).await.unwrap();
-    let err = within(source.read_declarations(&commit, ""))
+    let err = within(source.read_declarations(&commit, "", LIMITS))
         .await
         .unwrap_err();
     assert!(
         matches!(&err, GitError::NotUtf8 { path, .. } if path == "bad.yaml"),
         "{err}"
+    );
+}
+
+/// A commit written to exhaust memory: a blob past the file limit, and blobs past the total,
+/// are listed with their sizes and never read.
+#[tokio::test]
+async fn blobs_past_the_limits_should_be_listed_by_size_and_not_read() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    make_repo(work.path());
+    write(work.path(), "a-big.yaml", &"x: 1\n".repeat(400));
+    write(work.path(), "b-small.yaml", "kind: Guest\n");
+    write(work.path(), "c-small.yaml", "kind: Guest\n");
+    git(work.path(), &["add", "-A"]);
+    git(work.path(), &["commit", "--quiet", "-m", "big"]);
+    let source = GitSource::new(work.path().to_string_lossy(), cache.path());
+    let commit = within(source.fetch("main")).await.unwrap();
+    // In path order: a-big (2,000 bytes) is past the file limit; b-small and c-small (12 bytes
+    // each) fit; the two after them would take the total past 30 bytes.
+    let limits = BlobLimits {
+        file_bytes: 1_000,
+        total_bytes: 30,
+    };
+    let files = within(source.read_declarations(&commit, "", limits))
+        .await
+        .unwrap();
+    let seen: Vec<(&str, u64, bool)> = files
+        .iter()
+        .map(|f| (f.path.as_str(), f.size, f.text.is_some()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("a-big.yaml", 2_000, false),
+            ("b-small.yaml", 12, true),
+            ("c-small.yaml", 12, true),
+            ("guests/web.yaml", 12, false),
+            ("plant/fm.yml", 19, false),
+        ]
     );
 }

@@ -86,10 +86,8 @@ pub fn load_config(cli: &Cli) -> Result<crate::config::Config, crate::config::Co
 /// Parses the process arguments and runs the subcommand.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match &cli.command {
-        Command::Validate(args) => return ExitCode::from(validate::run(args)),
-        Command::Schema(args) => return ExitCode::from(schema::run(args)),
-        _ => {}
+    if let Command::Schema(args) = &cli.command {
+        return ExitCode::from(schema::run(args));
     }
     let config = match load_config(&cli) {
         Ok(config) => config,
@@ -98,6 +96,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Command::Validate(args) = &cli.command {
+        return ExitCode::from(validate::run(args, config.limits));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

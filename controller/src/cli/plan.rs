@@ -73,7 +73,8 @@ pub async fn read_source(
 ) -> Result<Source, String> {
     if !is_remote(repo) {
         let dir = Path::new(repo).join(path);
-        let loaded = mycopod_specs::load_path(&dir).map_err(|e| e.to_string())?;
+        let loaded =
+            mycopod_specs::load_path_with(&dir, config.limits).map_err(|e| e.to_string())?;
         return Ok(Source {
             commit: "worktree".to_owned(),
             loaded,
@@ -89,14 +90,9 @@ pub async fn read_source(
         });
     }
     let commit = source.fetch(git_ref).await.map_err(|e| e.to_string())?;
-    let files = source
-        .read_declarations(&commit, path)
+    let loaded = crate::reconcile::driver::read_commit(&source, &commit, path, config.limits)
         .await
         .map_err(|e| e.to_string())?;
-    let mut loaded = Loaded::default();
-    for file in files {
-        loaded.add_str(&file.path, file.text);
-    }
     Ok(Source {
         commit: commit.to_string(),
         loaded,

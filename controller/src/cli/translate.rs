@@ -175,7 +175,7 @@ fn prepare(config: &Config, args: &Args) -> Result<Prepared, String> {
         }
     }
 
-    let repo = mycopod_specs::load_path(&args.repo).map_err(|e| {
+    let repo = mycopod_specs::load_path_with(&args.repo, config.limits).map_err(|e| {
         let cause = std::error::Error::source(&e)
             .map(|s| format!(": {s}"))
             .unwrap_or_default();

@@ -1,5 +1,5 @@
 //! `mycopod validate [PATH] [--format human|json|github] [--strict]`: loads and validates
-//! declarations and prints the findings. Exit 0 when clean (warnings allowed unless
+//! declarations (under the configuration's `[limits]`) and prints the findings. Exit 0 when clean (warnings allowed unless
 //! `--strict`), 1 with findings, 2 when the path cannot be read. Printing only; the checks are
 //! in `mycopod_specs`.
 
@@ -47,8 +47,9 @@ pub struct Args {
 }
 
 /// Runs the subcommand and returns the exit code.
-pub fn run(args: &Args) -> u8 {
-    let loaded = match mycopod_specs::load_path(&args.path) {
+/// Files are read under `limits` (the configuration's `[limits]`, as `serve` reads them).
+pub fn run(args: &Args, limits: mycopod_specs::Limits) -> u8 {
+    let loaded = match mycopod_specs::load_path_with(&args.path, limits) {
         Ok(l) => l,
         Err(e) => {
             let cause = std::error::Error::source(&e)

@@ -62,6 +62,8 @@ pub struct LoopSettings {
     pub git_ref: String,
     /// Sub-folder holding the declarations.
     pub path: String,
+    /// What one load of a commit's declarations may read.
+    pub limits: mycopod_specs::Limits,
     /// Where the Git cache lives.
     pub cache_dir: PathBuf,
     /// Credentials for the remote.
@@ -87,6 +89,32 @@ pub struct LoopSettings {
     /// The Modbus clients shared with telemetry, so a setpoint write never interleaves with a
     /// poll of the same device. `None`: the loop makes its own.
     pub device_clients: Option<crate::device_clients::DeviceClients>,
+}
+
+/// Loads the declarations of `commit` under `path` within `limits`: a blob past them is not
+/// read, and is a `limit-exceeded` finding naming the file.
+pub async fn read_commit(
+    source: &GitSource,
+    commit: &CommitId,
+    path: &str,
+    limits: mycopod_specs::Limits,
+) -> Result<Loaded, mycopod_adapters::git::GitError> {
+    let blob_limits = mycopod_adapters::git::BlobLimits {
+        file_bytes: limits.file_bytes,
+        total_bytes: limits.total_bytes,
+    };
+    let files = source.read_declarations(commit, path, blob_limits).await?;
+    let mut loaded = Loaded::with_limits(limits);
+    for file in files {
+        match file.text {
+            Some(text) => loaded.add_str(&file.path, text),
+            None => {
+                // Refused by its size, with the finding that says why.
+                loaded.admit(&file.path, file.size);
+            }
+        }
+    }
+    Ok(loaded)
 }
 
 impl LoopSettings {
@@ -379,16 +407,14 @@ impl Driver {
     }
 
     async fn read(&self, commit: &CommitId) -> Result<Loaded, String> {
-        let files = self
-            .source
-            .read_declarations(commit, &self.settings.path)
-            .await
-            .map_err(|e| format!("read declarations at {}: {e}", commit.short()))?;
-        let mut loaded = Loaded::default();
-        for file in files {
-            loaded.add_str(&file.path, file.text);
-        }
-        Ok(loaded)
+        read_commit(
+            &self.source,
+            commit,
+            &self.settings.path,
+            self.settings.limits,
+        )
+        .await
+        .map_err(|e| format!("read declarations at {}: {e}", commit.short()))
     }
 
     /// One pass for the reasons queued: fetch, decide whether to reconcile, reconcile.

@@ -57,6 +57,7 @@ fn settings(rig: &Rig, repo: &str, cache: &Path) -> LoopSettings {
         repo: repo.to_owned(),
         git_ref: "main".to_owned(),
         path: String::new(),
+        limits: mycopod_specs::Limits::default(),
         cache_dir: cache.to_owned(),
         git_auth: GitAuth::None,
         poll_interval: Duration::from_secs(60),

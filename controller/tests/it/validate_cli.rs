@@ -221,3 +221,31 @@ fn validate_should_refuse_what_leads_out_of_the_folder_and_never_print_it() {
         );
     }
 }
+
+/// `validate` reads under the configured limits, as `serve` does: a file past
+/// `MYCOPOD_LIMITS_FILE_BYTES` is a `limit-exceeded` finding naming it, and is not read.
+#[test]
+fn validate_should_refuse_a_file_past_the_configured_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&examples().join("plant"), &dir.path().join("plant"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mycopod"))
+        .args(["validate", "plant", "--format", "json"])
+        .current_dir(dir.path())
+        .env("MYCOPOD_LIMITS_FILE_BYTES", "200")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let findings: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let findings = findings.as_array().unwrap();
+    assert!(!findings.is_empty());
+    for f in findings {
+        assert_eq!(f["code"], "limit-exceeded", "{f}");
+        assert!(
+            f["message"].as_str().unwrap().contains("limits.file_bytes"),
+            "{f}"
+        );
+    }
+    let out = mycopod(&["validate", "plant"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "the default limits read it");
+}

@@ -1244,3 +1244,25 @@ fn not_read_should_be_reported_for_what_leads_out_of_the_folder_and_never_read_i
     );
     assert_eq!(loaded.documents.len(), 1);
 }
+
+#[test]
+fn limit_exceeded_should_be_reported_at_the_first_key_past_the_limit() {
+    let text = "apiVersion: mycopod/v1\nkind: Declaration\nmetadata: {name: a}\nspec:\n  text: hi\n  kinds: [Guest]\n  labels: {a: 1, b: 2, c: 3, d: 4}\n";
+    let limits = mycopod_specs::Limits {
+        keys_per_mapping: 3,
+        ..mycopod_specs::Limits::default()
+    };
+    let mut loaded = mycopod_specs::Loaded::with_limits(limits);
+    loaded.add_str("repo.yaml", text.to_owned());
+    let diagnostics = validate(&loaded);
+    expect![[r#"
+        error[limit-exceeded]: the mapping at line 7 has more than 3 keys (limits.keys_per_mapping); the document is not read further
+         --> repo.yaml:7:30
+          |
+        7 |   labels: {a: 1, b: 2, c: 3, d: 4}
+          |                              ^
+          = field: spec.labels
+
+        1 error, 0 warnings
+    "#]].assert_eq(&render_human(&diagnostics, &loaded));
+}

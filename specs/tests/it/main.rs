@@ -5,5 +5,6 @@
 
 mod diagnostics;
 mod examples;
+mod hostile;
 mod loading;
 mod mutations;
