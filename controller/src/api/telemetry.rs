@@ -186,7 +186,7 @@ async fn ingest_readings(
         state.store().record_device_seen(device, now).await?;
     }
     if let Some(feed) = state.control().sample_feed() {
-        for sample in crate::telemetry::poll::samples_of_readings(&readings) {
+        for sample in crate::telemetry::poll::samples_of_readings(&readings, now) {
             // A send error means telemetry is stopping: the readings are stored regardless.
             if feed.send(Arc::new(sample)).await.is_err() {
                 break;

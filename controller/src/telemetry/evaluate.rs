@@ -211,9 +211,11 @@ impl Evaluator {
 
     /// Evaluates every rule on the sample's device and records the transitions; returns the
     /// alerts that fired or resolved. A transition whose store write fails is not taken, so
-    /// the next sample tries again. A sample older than the newest one already evaluated for
-    /// its device is ignored: a gateway sending a backlog late cannot move an alert back in
-    /// time.
+    /// the next sample tries again. A sample older than its device's evaluation clock is
+    /// ignored: a gateway sending a backlog late cannot move an alert back in time. The clock
+    /// moves to each sample's [`Sample::clock`]: a pushed reading dated ahead (within the
+    /// ingest skew) is evaluated, but moves the clock no further than when it arrived, so the
+    /// samples that follow it are evaluated too.
     ///
     /// # Errors
     /// Store errors.
@@ -238,9 +240,10 @@ impl Evaluator {
                 tracing::debug!(device = %sample.device, time = %sample.time, "sample older than the newest evaluated: ignored");
                 return Ok(Vec::new());
             }
-            Some(newest) => *newest = sample.time,
+            // A pushed reading dated ahead moves the clock only to when it arrived.
+            Some(newest) => *newest = (*newest).max(sample.clock),
             None => {
-                self.newest.insert(sample.device.clone(), sample.time);
+                self.newest.insert(sample.device.clone(), sample.clock);
             }
         }
         let mut notices = Vec::new();

@@ -24,8 +24,12 @@ pub const MAX_OFFLINE_DELAY: Duration = Duration::from_secs(60);
 pub struct Sample {
     /// The device.
     pub device: String,
-    /// When it was polled.
+    /// When it was polled, or the time a pushed reading carries.
     pub time: DateTime<Utc>,
+    /// How far the sample moves its device's evaluation clock: `time` for a poll; for a
+    /// pushed reading at most the time the server received it, so a reading dated ahead
+    /// (within the ingest skew) cannot make the evaluator skip the samples that follow it.
+    pub clock: DateTime<Utc>,
     /// What came back.
     pub kind: SampleKind,
 }
@@ -53,7 +57,7 @@ pub enum SampleKind {
 /// Pushed readings as samples, the way a poll would have produced them: one sample per
 /// (device, time) with that time's values, oldest first (then by device), so the evaluator
 /// sees a gateway's batch in the order it happened.
-pub fn samples_of_readings(readings: &[Reading]) -> Vec<Sample> {
+pub fn samples_of_readings(readings: &[Reading], received: DateTime<Utc>) -> Vec<Sample> {
     let mut grouped: BTreeMap<(DateTime<Utc>, &str), RegisterValues> = BTreeMap::new();
     for r in readings {
         grouped
@@ -66,6 +70,7 @@ pub fn samples_of_readings(readings: &[Reading]) -> Vec<Sample> {
         .map(|((time, device), values)| Sample {
             device: device.to_owned(),
             time,
+            clock: time.min(received),
             kind: SampleKind::Values(values),
         })
         .collect()
@@ -126,6 +131,7 @@ pub async fn poll_device(
             Ok(Sample {
                 device,
                 time: now,
+                clock: now,
                 kind: SampleKind::Values(values),
             })
         }
@@ -137,6 +143,7 @@ pub async fn poll_device(
             Ok(Sample {
                 device,
                 time: now,
+                clock: now,
                 kind: SampleKind::Failed {
                     error,
                     offline: !recorded.online,

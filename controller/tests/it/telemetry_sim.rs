@@ -537,6 +537,7 @@ async fn a_notification_should_survive_a_crash_between_the_transition_and_the_fi
             let sample = Sample {
                 device: "fm-1".into(),
                 time: at(0),
+                clock: at(0),
                 kind: SampleKind::Values(vec![("flow_rate".into(), 1.5)]),
             };
             let notices = evaluator.observe(&sample).await.unwrap();
@@ -721,6 +722,7 @@ fn values_at(secs: i64) -> Arc<Sample> {
     Arc::new(Sample {
         device: "fm-1".into(),
         time: at(secs),
+        clock: at(secs),
         kind: SampleKind::Values(vec![
             ("flow_rate".into(), secs as f64),
             ("status".into(), 1.0),
@@ -758,6 +760,7 @@ async fn readings_refused_by_the_store_should_be_kept_for_the_next_flush_within_
             batch.push(Arc::new(Sample {
                 device: "fm-1".into(),
                 time: at(15),
+                clock: at(15),
                 kind: SampleKind::Failed {
                     error: "timeout".into(),
                     offline: false,
@@ -932,6 +935,57 @@ async fn spawned_telemetry_should_poll_store_readings_and_notify_from_the_desire
             .await
             .unwrap();
         assert_eq!(alerts.len(), 1);
+    })
+    .await;
+}
+
+/// The attacker pushes one harmless reading dated 25 s ahead (inside the ingest skew). It is
+/// evaluated, but it moves the device's evaluation clock only to when it arrived: the polls
+/// that follow it are still evaluated, and a low flow still fires.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_reading_dated_ahead_should_not_blind_the_samples_after_it() {
+    within(async {
+        let (store, _dir) = store().await;
+        put(
+            &store,
+            ConfigKind::AlertRule,
+            "low-flow",
+            json!({"device": "fm-1", "register": "flow_rate", "condition": {"below": 2.0},
+                   "notify": ["ops"]}),
+        )
+        .await;
+        let mut evaluator = Evaluator::new(store.clone(), Duration::ZERO);
+        let pushed = mycopod::store::Reading {
+            device: "fm-1".into(),
+            register: "flow_rate".into(),
+            time: at(25),
+            value: 3.0,
+        };
+        let samples = mycopod::telemetry::poll::samples_of_readings(&[pushed], at(0));
+        assert_eq!(samples.len(), 1);
+        assert_eq!((samples[0].time, samples[0].clock), (at(25), at(0)));
+        assert!(evaluator.observe(&samples[0]).await.unwrap().is_empty());
+
+        let polled = Sample {
+            device: "fm-1".into(),
+            time: at(1),
+            clock: at(1),
+            kind: SampleKind::Values(vec![("flow_rate".into(), 1.5)]),
+        };
+        let notices = evaluator.observe(&polled).await.unwrap();
+        assert_eq!(
+            notices.into_iter().map(|n| n.event).collect::<Vec<_>>(),
+            [NoticeEvent::Firing],
+            "the poll after the pushed reading is evaluated"
+        );
+        // A sample older than the clock (a late backlog) is still ignored.
+        let late = Sample {
+            device: "fm-1".into(),
+            time: at(0),
+            clock: at(0),
+            kind: SampleKind::Values(vec![("flow_rate".into(), 5.0)]),
+        };
+        assert!(evaluator.observe(&late).await.unwrap().is_empty());
     })
     .await;
 }
