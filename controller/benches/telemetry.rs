@@ -261,6 +261,7 @@ async fn bench_ingest(dir: &tempfile::TempDir) {
             "bench",
             &hash_token(&key),
             &[Scope::Ingest],
+            None,
             "bench",
             Utc::now(),
         )

@@ -135,6 +135,8 @@ pub struct ApiKey {
     pub key_hash: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
+    /// The devices it may push readings for and read; `None`: every device.
+    pub devices: Option<Vec<String>>,
     /// Who created it.
     pub created_by: String,
     /// Created.
@@ -150,6 +152,7 @@ type ApiKeyRow = (
     String,
     String,
     String,
+    Option<String>,
     String,
     DateTime<Utc>,
     Option<DateTime<Utc>>,
@@ -157,16 +160,25 @@ type ApiKeyRow = (
 );
 
 fn api_key_from_row(row: ApiKeyRow) -> Result<ApiKey> {
-    let (id, name, key_hash, scopes, created_by, created_at, last_used_at, revoked_at) = row;
+    let (id, name, key_hash, scopes, devices, created_by, created_at, last_used_at, revoked_at) =
+        row;
     let scopes = scopes_from_text(&scopes).map_err(|e| StoreError::Corrupt {
         op: "read api key",
         message: e.to_string(),
     })?;
+    let devices = devices
+        .map(|text| serde_json::from_str::<Vec<String>>(&text))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt {
+            op: "read api key devices",
+            message: e.to_string(),
+        })?;
     Ok(ApiKey {
         id,
         name,
         key_hash,
         scopes,
+        devices,
         created_by,
         created_at,
         last_used_at,
@@ -183,7 +195,7 @@ macro_rules! user_columns {
 
 macro_rules! api_key_columns {
     () => {
-        "id, name, key_hash, scopes, created_by, created_at, last_used_at, revoked_at"
+        "id, name, key_hash, scopes, devices, created_by, created_at, last_used_at, revoked_at"
     };
 }
 
@@ -564,26 +576,41 @@ impl Store {
         })
     }
 
-    /// Stores a new API key by its hash. Audited as `api_key.created`.
+    /// Stores a new API key by its hash, limited to `devices` when given. Audited as
+    /// `api_key.created`.
     pub async fn create_api_key(
         &self,
         name: &str,
         key_hash: &str,
         scopes: &[Scope],
+        devices: Option<&[String]>,
         created_by: &str,
         now: DateTime<Utc>,
     ) -> Result<ApiKey> {
         let now = db_time(now);
         let scope_text = scopes_to_text(scopes);
+        let device_text = devices
+            .map(|d| {
+                let mut sorted = d.to_vec();
+                sorted.sort();
+                sorted.dedup();
+                serde_json::to_string(&sorted)
+            })
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                op: "encode api key devices",
+                message: e.to_string(),
+            })?;
         let row: ApiKeyRow = on_pool!(self, pool => {
             let mut tx = pool.begin_write().await.map_err(db_err("begin create api key"))?;
             let row: ApiKeyRow = sqlx::query_as(concat!(
-                "INSERT INTO api_keys (name, key_hash, scopes, created_by, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING ", api_key_columns!()
+                "INSERT INTO api_keys (name, key_hash, scopes, devices, created_by, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING ", api_key_columns!()
             ))
             .bind(name)
             .bind(key_hash)
             .bind(&scope_text)
+            .bind(&device_text)
             .bind(created_by)
             .bind(now)
             .fetch_one(&mut *tx)
@@ -594,7 +621,7 @@ impl Store {
                     actor: created_by.to_owned(),
                     event: "api_key.created".to_owned(),
                     subject: format!("api_key/{}", row.0),
-                    details: json!({"name": name, "scopes": scope_text}),
+                    details: json!({"name": name, "scopes": scope_text, "devices": devices}),
                 },
                 now,
             )

@@ -187,6 +187,9 @@ pub struct ApiKeyInfo {
     /// Scopes.
     #[schema(value_type = Vec<String>)]
     pub scopes: Vec<Scope>,
+    /// The devices it may push readings for and read; absent: every device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<String>>,
     /// Who created it.
     pub created_by: String,
     /// Created.
@@ -203,6 +206,7 @@ impl From<ApiKey> for ApiKeyInfo {
             id: key.id,
             name: key.name,
             scopes: key.scopes,
+            devices: key.devices,
             created_by: key.created_by,
             created_at: key.created_at,
             last_used_at: key.last_used_at,
@@ -220,6 +224,10 @@ pub struct NewApiKeyRequest {
     /// One or more of `read`, `trigger`, `ingest`.
     #[schema(value_type = Vec<String>)]
     pub scopes: Vec<Scope>,
+    /// Device names the key is limited to: it may push readings for, and read, only these.
+    /// Absent: every device.
+    #[serde(default)]
+    pub devices: Option<Vec<String>>,
 }
 
 /// A created key: the only time `key` is shown.
@@ -268,6 +276,20 @@ async fn create_api_key(
     if request.scopes.is_empty() {
         problems.push(("scopes", "at least one of read, trigger, ingest".to_owned()));
     }
+    if let Some(devices) = &request.devices
+        && (devices.is_empty()
+            || devices.len() > 1000
+            || devices
+                .iter()
+                .any(|d| d.trim().is_empty() || d.trim() != d || d.chars().count() > 253))
+    {
+        problems.push((
+            "devices",
+            "1 to 1000 device names, each 1 to 253 characters without surrounding spaces (leave \
+             devices out for every device)"
+                .to_owned(),
+        ));
+    }
     if !problems.is_empty() {
         return Err(ApiError::invalid_fields(&problems));
     }
@@ -281,6 +303,7 @@ async fn create_api_key(
             &request.name,
             &hash_token(&key),
             &scopes,
+            request.devices.as_deref(),
             &caller.name,
             state.now(),
         )

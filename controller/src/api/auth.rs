@@ -142,6 +142,8 @@ pub enum CallerKind {
         id: i64,
         /// What the key may do.
         scopes: Vec<Scope>,
+        /// The devices it is limited to; `None`: every device.
+        devices: Option<Vec<String>>,
     },
 }
 
@@ -169,6 +171,29 @@ impl Caller {
         match &self.kind {
             CallerKind::User { role, .. } => *role == Role::Admin,
             CallerKind::ApiKey { scopes, .. } => scopes.contains(&scope),
+        }
+    }
+
+    /// Whether this caller may push readings for, and read, `device`: a user, or a key that
+    /// is not limited to devices or lists it.
+    pub fn may_use_device(&self, device: &str) -> bool {
+        match &self.kind {
+            CallerKind::User { .. } => true,
+            CallerKind::ApiKey { devices, .. } => devices
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|d| d == device)),
+        }
+    }
+
+    /// 403 unless the caller may read `device` ([`Caller::may_use_device`]).
+    pub fn require_device(&self, device: &str) -> Result<(), ApiError> {
+        if self.may_use_device(device) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this API key is not scoped to device {device}"),
+            ))
         }
     }
 
@@ -321,6 +346,7 @@ impl FromRequestParts<AppState> for Caller {
                     kind: CallerKind::ApiKey {
                         id: api_key.id,
                         scopes: api_key.scopes,
+                        devices: api_key.devices,
                     },
                 }
             }

@@ -175,6 +175,17 @@ async fn ingest_readings(
     let mut readings = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (index, item) in items.iter().enumerate() {
+        // A key limited to devices is refused for the others before anything is looked up,
+        // so it learns nothing about them.
+        if let Some(device) = item.get("device").and_then(Value::as_str)
+            && !caller.may_use_device(device)
+        {
+            rejected.push(Rejected {
+                index,
+                reason: format!("this API key is not scoped to device {device}"),
+            });
+            continue;
+        }
         match check_item(item, desired, now, state.settings().ingest_future_skew) {
             Ok(r) => readings.push(r),
             Err(reason) => rejected.push(Rejected { index, reason }),
@@ -213,6 +224,9 @@ async fn list_devices(
     caller.require_any(Role::Viewer, Scope::Read)?;
     let mut out = Vec::new();
     for device in state.store().list_devices().await? {
+        if !caller.may_use_device(&device.name) {
+            continue;
+        }
         let latest = state.store().latest_readings(&device.name).await?;
         let mut value = serde_json::to_value(&device)
             .map_err(|e| ApiError::internal("serialize device", &e))?;
@@ -290,6 +304,7 @@ async fn list_readings(
 ) -> Result<Response, ApiError> {
     caller.require_any(Role::Viewer, Scope::Read)?;
     let Query(query) = query?;
+    caller.require_device(&query.device)?;
     let (from, to) = range(&query, state.now())?;
     let limit = query.limit.unwrap_or(1000).clamp(1, MAX_READINGS);
     let readings = state
@@ -339,6 +354,7 @@ async fn summarize_readings(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_any(Role::Viewer, Scope::Read)?;
     let Query(query) = query?;
+    caller.require_device(&query.device)?;
     let (from, to) = range(&query, state.now())?;
     let text = query.bucket.as_deref().unwrap_or("1h");
     let bucket: mycopod_specs::values::Duration = text.parse().map_err(|e| {
@@ -407,10 +423,12 @@ async fn list_alerts(
             ApiError::new(ErrorCode::BadQuery, e.to_string())
                 .with_details(json!({"fields": {"state": "pending, firing or resolved"}}))
         })?;
-    let alerts = state
+    let mut alerts = state
         .store()
         .list_alerts(wanted, query.limit.unwrap_or(100))
         .await?;
+    // A key limited to devices sees only their alerts.
+    alerts.retain(|a| caller.may_use_device(&a.device));
     serde_json::to_value(alerts)
         .map(Json)
         .map_err(|e| ApiError::internal("serialize alerts", &e))

@@ -692,6 +692,44 @@ async fn an_api_key_should_be_shown_once_and_work_only_within_its_scopes_until_r
         )
         .await;
     assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A key limited to devices shows its devices when created and listed; an empty or blank
+    // list is refused.
+    let scoped = rig
+        .call(
+            Method::POST,
+            "/api/v1/api-keys",
+            Some(&admin),
+            Some(json!({"name": "gw", "scopes": ["ingest"], "devices": ["fm-2", "fm-1"]})),
+        )
+        .await;
+    assert_eq!(scoped.status, StatusCode::CREATED, "{}", scoped.text);
+    assert_eq!(scoped.body["api_key"]["devices"], json!(["fm-1", "fm-2"]));
+    let list = rig
+        .call(Method::GET, "/api/v1/api-keys", Some(&admin), None)
+        .await;
+    assert_eq!(list.body[0]["name"], "gw");
+    assert_eq!(list.body[0]["devices"], json!(["fm-1", "fm-2"]));
+    assert!(
+        list.body[1].get("devices").is_none(),
+        "an unscoped key lists no devices: {}",
+        list.body[1]
+    );
+    for devices in [json!([]), json!([" "]), json!([""])] {
+        let refused = rig
+            .call(
+                Method::POST,
+                "/api/v1/api-keys",
+                Some(&admin),
+                Some(json!({"name": "gw2", "scopes": ["ingest"], "devices": devices})),
+            )
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{devices}"
+        );
+    }
 }
 
 #[tokio::test]

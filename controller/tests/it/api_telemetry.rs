@@ -97,7 +97,7 @@ impl Api {
             async move {
                 let key = new_api_key();
                 store
-                    .create_api_key(name, &hash_token(&key), &scopes, "test", now())
+                    .create_api_key(name, &hash_token(&key), &scopes, None, "test", now())
                     .await
                     .unwrap();
                 key
@@ -532,4 +532,98 @@ async fn a_reading_dated_minutes_ahead_should_be_refused_and_a_skewed_one_stored
             .contains("more than 30 s in the future"),
         "{body}"
     );
+}
+
+/// The attacker holds a key scoped to another device: its pushes for `fm-1` are refused item
+/// by item (nothing stored, no alert moved), and it can neither read `fm-1`'s readings nor
+/// see the device listed. The admin listing shows the scope.
+#[tokio::test]
+async fn a_key_scoped_to_devices_should_push_and_read_only_those() {
+    let api = Api::start().await;
+    let (status, body) = api
+        .ingest(
+            Some(&api.ingest_key),
+            json!([item("flow_rate", 5, json!(4.0))]).to_string(),
+        )
+        .await;
+    assert_eq!((status, body["stored"].clone()), (StatusCode::OK, json!(1)));
+
+    let scoped = new_api_key();
+    let devices = ["fm-2".to_owned()];
+    api.store
+        .create_api_key(
+            "other-gateway",
+            &hash_token(&scoped),
+            &[Scope::Ingest, Scope::Read],
+            Some(&devices),
+            "test",
+            now(),
+        )
+        .await
+        .unwrap();
+    let (status, body) = api
+        .ingest(
+            Some(&scoped),
+            json!([
+                item("flow_rate", 1, json!(99.0)),
+                item("flow_rate", 0, json!(98.0))
+            ])
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stored"], 0, "{body}");
+    let reasons: Vec<&str> = body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons, ["this API key is not scoped to device fm-1"; 2],
+        "{body}"
+    );
+    let stored = api
+        .store
+        .query_readings(
+            "fm-1",
+            "flow_rate",
+            now() - chrono::Duration::hours(1),
+            now() + chrono::Duration::hours(1),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.len(),
+        1,
+        "only the unscoped key's reading: {stored:?}"
+    );
+
+    let (status, body) = api
+        .get("/api/v1/readings?device=fm-1&register=flow_rate", &scoped)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = api
+        .get(
+            "/api/v1/readings/summary?device=fm-1&register=flow_rate",
+            &scoped,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = api.get("/api/v1/devices", &scoped).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!([]),
+        "fm-1 is not listed to a key scoped to fm-2"
+    );
+    // The unscoped read key still sees it.
+    let (status, body) = api.get("/api/v1/devices", &api.read_key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body.as_array().map(Vec::len), Some(1), "{body}");
+
+    let keys = api.store.list_api_keys().await.unwrap();
+    let listed = keys.iter().find(|k| k.name == "other-gateway").unwrap();
+    assert_eq!(listed.devices.as_deref(), Some(&devices[..]));
 }

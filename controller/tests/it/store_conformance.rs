@@ -731,14 +731,21 @@ async fn api_keys_should_be_found_by_hash_until_revoked(store: Store, _url: Stri
             "gateway",
             &hash,
             &[Scope::Ingest, Scope::Read],
+            Some(&["fm-2".to_owned(), "fm-1".to_owned(), "fm-2".to_owned()]),
             "admin",
             at(0),
         )
         .await
         .unwrap();
     assert_eq!(key.scopes, [Scope::Read, Scope::Ingest]);
+    assert_eq!(
+        key.devices.as_deref(),
+        Some(&["fm-1".to_owned(), "fm-2".to_owned()][..]),
+        "devices are kept sorted, once each"
+    );
     let found = store.find_api_key_by_hash(&hash).await.unwrap().unwrap();
     assert_eq!(found.id, key.id);
+    assert_eq!(found.devices, key.devices, "the device scope is read back");
     assert_eq!(found.last_used_at, None);
     store.touch_api_key(key.id, at(5)).await.unwrap();
     assert_eq!(

@@ -142,7 +142,14 @@ impl Rig {
     pub async fn api_key(&self, name: &str, scopes: &[Scope]) -> String {
         let key = format!("myk_{}", hex_of(name));
         self.store
-            .create_api_key(name, &hash_token(&key), scopes, "test", self.clock.now())
+            .create_api_key(
+                name,
+                &hash_token(&key),
+                scopes,
+                None,
+                "test",
+                self.clock.now(),
+            )
             .await
             .unwrap();
         key
