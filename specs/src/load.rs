@@ -90,10 +90,21 @@ pub struct Limits {
     pub file_bytes: u64,
     /// The most bytes read from one folder or commit in all (default 32 MiB).
     pub total_bytes: u64,
-    /// The most YAML documents in one file (default 1,000).
+    /// The most YAML documents in one file (default 10,000).
     pub documents_per_file: u32,
     /// The most keys in one YAML mapping (default 10,000).
     pub keys_per_mapping: u32,
+}
+
+impl Limits {
+    /// No limit at all: for input the caller made itself (benchmarks, generated fixtures),
+    /// never for declarations read from a folder, a commit or a request.
+    pub const NONE: Limits = Limits {
+        file_bytes: u64::MAX,
+        total_bytes: u64::MAX,
+        documents_per_file: u32::MAX,
+        keys_per_mapping: u32::MAX,
+    };
 }
 
 impl Default for Limits {
@@ -101,7 +112,7 @@ impl Default for Limits {
         Limits {
             file_bytes: 1024 * 1024,
             total_bytes: 32 * 1024 * 1024,
-            documents_per_file: 1_000,
+            documents_per_file: 10_000,
             keys_per_mapping: 10_000,
         }
     }
