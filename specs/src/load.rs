@@ -648,27 +648,23 @@ fn parse_document(
     }
     if !duplicates.is_empty() {
         let total = duplicates.len();
-        for d in duplicates.iter().take(MAX_DUPLICATES_SHOWN) {
-            let path = doc.source.map.path_at(d.pos);
-            diagnostics.push(doc.source.diagnostic_at(
-                d.pos,
-                &path,
-                Severity::Error,
-                Code::DuplicateKey,
-                format!("duplicate key \"{}\"", d.key),
-            ));
-        }
-        if let Some(d) = duplicates.get(MAX_DUPLICATES_SHOWN) {
-            let path = doc.source.map.path_at(d.pos);
-            diagnostics.push(doc.source.diagnostic_at(
-                d.pos,
-                &path,
-                Severity::Error,
-                Code::DuplicateKey,
+        // One finding per duplicate up to the cap; the one past it counts the rest.
+        for (shown, d) in duplicates.iter().take(MAX_DUPLICATES_SHOWN + 1).enumerate() {
+            let message = if shown < MAX_DUPLICATES_SHOWN {
+                format!("duplicate key \"{}\"", d.key)
+            } else {
                 format!(
                     "{} more duplicate keys in this document (the first {MAX_DUPLICATES_SHOWN} are shown)",
                     total - MAX_DUPLICATES_SHOWN
-                ),
+                )
+            };
+            let path = doc.source.map.path_at(d.pos);
+            diagnostics.push(doc.source.diagnostic_at(
+                d.pos,
+                &path,
+                Severity::Error,
+                Code::DuplicateKey,
+                message,
             ));
         }
         return doc;
