@@ -131,19 +131,8 @@ pub struct SourceFile {
     pub path: String,
     /// The blob's size in bytes.
     pub size: u64,
-    /// The file's text; `None` when the blob was left unread for [`BlobLimits`].
+    /// The file's text; `None` when the caller's `admit` refused the blob.
     pub text: Option<String>,
-}
-
-/// How much [`GitSource::read_declarations`] reads: a blob larger than `file_bytes`, and every
-/// blob (in path order) that would take the bytes read past `total_bytes`, is listed with its
-/// size but not read, so a commit written to exhaust memory cannot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlobLimits {
-    /// The largest blob read.
-    pub file_bytes: u64,
-    /// The most bytes read in all.
-    pub total_bytes: u64,
 }
 
 /// What went wrong talking to Git. Messages never contain credentials.
@@ -402,14 +391,15 @@ impl GitSource {
     }
 
     /// Reads every `*.yaml`/`*.yml` file under `subdir` (empty for the whole tree) at `commit`,
-    /// skipping hidden files and folders, sorted by path. Blobs past `limits` are listed with
-    /// their size and no text.
-    #[tracing::instrument(skip(self), fields(remote = %self.display_remote(), commit = %commit.short()))]
+    /// skipping hidden files and folders, sorted by path. `admit` is asked, in path order, of
+    /// each blob's path and size before anything is read; a blob it refuses is listed with its
+    /// size and no text, so a commit written to exhaust memory cannot.
+    #[tracing::instrument(skip(self, admit), fields(remote = %self.display_remote(), commit = %commit.short()))]
     pub async fn read_declarations(
         &self,
         commit: &CommitId,
         subdir: &str,
-        limits: BlobLimits,
+        mut admit: impl FnMut(&str, u64) -> bool + Send,
     ) -> Result<Vec<SourceFile>, GitError> {
         let subdir = subdir.trim_matches('/');
         let mut args = vec!["ls-tree", "-r", "-l", "-z", "--full-tree", commit.as_str()];
@@ -445,19 +435,9 @@ impl GitSource {
                 wanted.insert(path.to_owned(), (object.to_owned(), size));
             }
         }
-        // Which blobs are read: in path order, each within the file limit while the total
-        // stays within its own.
-        let mut total = 0u64;
         let read: BTreeMap<&str, bool> = wanted
             .iter()
-            .map(|(path, (_, size))| {
-                let ok =
-                    *size <= limits.file_bytes && total.saturating_add(*size) <= limits.total_bytes;
-                if ok {
-                    total += size;
-                }
-                (path.as_str(), ok)
-            })
+            .map(|(path, (_, size))| (path.as_str(), admit(path, *size)))
             .collect();
         if wanted.is_empty() {
             return Ok(Vec::new());

@@ -189,6 +189,25 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// An error about a file as a whole, or a place in it outside any document's fields.
+    pub fn file_error(
+        file: &str,
+        line: u32,
+        column: u32,
+        code: Code,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            file: file.to_owned(),
+            line,
+            column,
+            path: String::new(),
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+        }
+    }
+
     /// Whether this is an error (not a warning).
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error

@@ -175,12 +175,13 @@ impl Loaded {
     /// limits: then the file is listed without its text and the finding says why.
     pub fn add_str(&mut self, file_name: &str, text: String) {
         if self.admit(file_name, text.len() as u64) {
-            self.parse_admitted(file_name, text);
+            self.add_admitted(file_name, text);
         }
     }
 
-    /// Parses one file already admitted by [`Loaded::admit`].
-    fn parse_admitted(&mut self, file_name: &str, text: String) {
+    /// Parses one file already admitted by [`Loaded::admit`] (a reader that checked its size
+    /// before reading it).
+    pub fn add_admitted(&mut self, file_name: &str, text: String) {
         let name: Arc<str> = Arc::from(file_name);
         let (documents, diagnostics) = parse_file(&name, &text, &self.limits);
         self.documents.extend(documents);
@@ -209,20 +210,18 @@ impl Loaded {
             self.read_bytes += bytes;
             return true;
         };
-        self.diagnostics.push(Diagnostic {
-            file: file_name.to_owned(),
-            line: 1,
-            column: 1,
-            path: String::new(),
-            severity: Severity::Error,
-            code: Code::LimitExceeded,
-            message: why,
-        });
+        self.list_unread(file_name, Code::LimitExceeded, why);
+        false
+    }
+
+    /// Lists a file whose text is not read, with the error that says why.
+    fn list_unread(&mut self, file_name: &str, code: Code, why: String) {
+        self.diagnostics
+            .push(Diagnostic::file_error(file_name, 1, 1, code, why));
         self.files.push(SourceFile {
             name: Arc::from(file_name),
             text: String::new(),
         });
-        false
     }
 }
 
@@ -266,19 +265,13 @@ pub fn load_path_with(path: &Path, limits: Limits) -> Result<Loaded, LoadError> 
         };
         walk.dir(path)?;
     } else if meta.is_file() {
-        files.push(path.to_owned());
+        files.push((path.to_owned(), meta.len()));
     } else {
         refused.push((path.to_owned(), NOT_REGULAR));
     }
     let mut loaded = Loaded::with_limits(limits);
-    for file in files {
+    for (file, size) in files {
         let name = display_name(&file);
-        let size = std::fs::metadata(&file)
-            .map_err(|source| LoadError::Metadata {
-                path: file.clone(),
-                source,
-            })?
-            .len();
         if !loaded.admit(&name, size) {
             continue;
         }
@@ -289,34 +282,22 @@ pub fn load_path_with(path: &Path, limits: Limits) -> Result<Loaded, LoadError> 
             })?;
 
         match String::from_utf8(bytes) {
-            Ok(text) => loaded.parse_admitted(&name, text),
-            Err(e) => {
-                loaded.diagnostics.push(Diagnostic {
-                    file: name.clone(),
-                    line: 1,
-                    column: 1,
-                    path: String::new(),
-                    severity: Severity::Error,
-                    code: Code::YamlSyntax,
-                    message: format!("file is not valid UTF-8 ({e})"),
-                });
-                loaded.files.push(SourceFile {
-                    name: Arc::from(name.as_str()),
-                    text: String::new(),
-                });
-            }
+            Ok(text) => loaded.add_admitted(&name, text),
+            Err(e) => loaded.list_unread(
+                &name,
+                Code::YamlSyntax,
+                format!("file is not valid UTF-8 ({e})"),
+            ),
         }
     }
     for (file, why) in refused {
-        loaded.diagnostics.push(Diagnostic {
-            file: display_name(&file),
-            line: 0,
-            column: 0,
-            path: String::new(),
-            severity: Severity::Error,
-            code: Code::NotRead,
-            message: format!("not read: {why}"),
-        });
+        loaded.diagnostics.push(Diagnostic::file_error(
+            &display_name(&file),
+            0,
+            0,
+            Code::NotRead,
+            format!("not read: {why}"),
+        ));
     }
     Ok(loaded)
 }
@@ -350,7 +331,8 @@ fn display_name(path: &Path) -> String {
 struct Walk<'a> {
     /// The directory loaded, canonical: nothing outside it is read.
     root: &'a Path,
-    files: &'a mut Vec<PathBuf>,
+    /// Regular files to read, with their sizes.
+    files: &'a mut Vec<(PathBuf, u64)>,
     refused: &'a mut Vec<(PathBuf, &'static str)>,
     /// Directories already walked (a symlink back to an ancestor must not loop forever).
     visited: std::collections::HashSet<PathBuf>,
@@ -423,7 +405,7 @@ impl Walk<'_> {
             self.dir(&path)?;
         } else if declaration {
             if meta.is_file() {
-                self.files.push(path);
+                self.files.push((path, meta.len()));
             } else {
                 self.refused.push((path, NOT_REGULAR));
             }
@@ -456,19 +438,17 @@ fn parse_file(file: &Arc<str>, text: &str, limits: &Limits) -> (Vec<Document>, V
                 Event::DocumentStart(..) => {
                     let start = Position::from_span(&span, 0);
                     if index >= limits.documents_per_file {
-                        diagnostics.push(Diagnostic {
-                            file: file.to_string(),
-                            line: start.line,
-                            column: start.column,
-                            path: String::new(),
-                            severity: Severity::Error,
-                            code: Code::LimitExceeded,
-                            message: format!(
+                        diagnostics.push(Diagnostic::file_error(
+                            file,
+                            start.line,
+                            start.column,
+                            Code::LimitExceeded,
+                            format!(
                                 "more than {} documents in one file (limits.documents_per_file); \
                                  the rest of the file is not read",
                                 limits.documents_per_file
                             ),
-                        });
+                        ));
                         break;
                     }
                     current = Some(RawDoc {
@@ -497,17 +477,15 @@ fn parse_file(file: &Arc<str>, text: &str, limits: &Limits) -> (Vec<Document>, V
             },
             Some(Err(err)) => {
                 let marker = err.marker();
-                diagnostics.push(Diagnostic {
-                    file: file.to_string(),
-                    line: u32::try_from(marker.line()).unwrap_or(u32::MAX),
-                    column: u32::try_from(marker.col())
+                diagnostics.push(Diagnostic::file_error(
+                    file,
+                    u32::try_from(marker.line()).unwrap_or(u32::MAX),
+                    u32::try_from(marker.col())
                         .unwrap_or(u32::MAX)
                         .saturating_add(1),
-                    path: String::new(),
-                    severity: Severity::Error,
-                    code: Code::YamlSyntax,
-                    message: format!("yaml syntax error: {}", err.info()),
-                });
+                    Code::YamlSyntax,
+                    format!("yaml syntax error: {}", err.info()),
+                ));
                 current = None;
                 match parser.proceed_next_document() {
                     Ok(true) => {}

@@ -230,16 +230,6 @@ impl SourceMap {
         }
     }
 
-    /// How many nodes the map records.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the map records no node.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// The heap memory the map holds, in bytes: its segments, its entries and its index.
     /// Grows with the input's size, whatever the nesting (the loader's memory bound).
     pub fn heap_bytes(&self) -> usize {
@@ -409,8 +399,6 @@ pub(crate) struct MapBuilder {
     line_offset: u32,
     pub envelope: EnvelopeScalars,
     seen_root: bool,
-    /// Scratch for rendering one segment.
-    segment: String,
 }
 
 impl MapBuilder {
@@ -421,7 +409,6 @@ impl MapBuilder {
             line_offset,
             envelope: EnvelopeScalars::default(),
             seen_root: false,
-            segment: String::new(),
         }
     }
 
@@ -518,33 +505,25 @@ impl MapBuilder {
             return;
         }
         // A value: its parent entry, its key position and its segment.
-        self.segment.clear();
-        let (parent, key) = match self.frames.last_mut() {
-            Some(Frame::Map { entry, key, .. }) => {
-                let parent = *entry;
-                match key.take() {
-                    Some((pos, seg)) => {
-                        self.segment = seg;
-                        (parent, pos)
-                    }
-                    None => (parent, None),
-                }
-            }
+        let (parent, key, segment) = match self.frames.last_mut() {
+            Some(Frame::Map { entry, key, .. }) => match key.take() {
+                Some((pos, segment)) => (*entry, pos, segment),
+                None => (*entry, None, String::new()),
+            },
             Some(Frame::Seq { entry, next }) => {
-                let _ = write!(self.segment, "[{next}]");
+                let mut segment = String::new();
+                push_index(&mut segment, *next);
                 *next += 1;
-                (*entry, None)
+                (*entry, None, segment)
             }
             Some(Frame::Ignore { .. }) => return,
             None => {
                 self.seen_root = true;
                 self.envelope.root_is_map = matches!(event, Event::MappingStart(..));
-                (NO_PARENT, None)
+                (NO_PARENT, None, String::new())
             }
         };
-        let segment = std::mem::take(&mut self.segment);
         let idx = self.map.push(parent, &segment, key, pos);
-        self.segment = segment;
         if let Event::Scalar(text, ..) = event {
             let slot = if self.map.matches(idx, "apiVersion") {
                 Some(&mut self.envelope.api_version)

@@ -47,22 +47,15 @@ enum Open {
     Map(OpenMap),
 }
 
-/// A mapping being built: its entries, the key waiting for its value, and the hash of every
-/// scalar key written so far with the index of its first entry, so that a duplicate is found
-/// in constant time rather than by comparing with every earlier key.
+/// A mapping being built: its entries, the key waiting for its value, and every scalar key
+/// written so far, so that a duplicate is found in constant time rather than by comparing
+/// with every earlier key.
 struct OpenMap {
     pos: Position,
     entries: Vec<(Node, Node)>,
     key: Option<Node>,
     anchor: usize,
-    seen: HashMap<u64, usize>,
-}
-
-fn text_hash(text: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
+    seen: std::collections::HashSet<String>,
 }
 
 /// Builds a [`Node`] tree from the node events of one document.
@@ -129,33 +122,13 @@ impl TreeBuilder {
                         }
                         return;
                     }
-                    if let NodeKind::Scalar { text, .. } = &k.kind {
-                        let hash = text_hash(text);
-                        let duplicate = match map.seen.get(&hash) {
-                            None => {
-                                map.seen.insert(hash, map.entries.len());
-                                false
-                            }
-                            Some(&first)
-                                if map
-                                    .entries
-                                    .get(first)
-                                    .is_some_and(|(e, _)| key_text(e) == Some(text.as_str())) =>
-                            {
-                                true
-                            }
-                            // Another key with the same hash: compare with every key.
-                            Some(_) => map
-                                .entries
-                                .iter()
-                                .any(|(e, _)| key_text(e) == Some(text.as_str())),
-                        };
-                        if duplicate {
-                            self.duplicates.push(DuplicateKey {
-                                key: text.clone(),
-                                pos: k.pos,
-                            });
-                        }
+                    if let NodeKind::Scalar { text, .. } = &k.kind
+                        && !map.seen.insert(text.clone())
+                    {
+                        self.duplicates.push(DuplicateKey {
+                            key: text.clone(),
+                            pos: k.pos,
+                        });
                     }
                     map.entries.push((k, node));
                 }
@@ -186,7 +159,7 @@ impl TreeBuilder {
                     entries: Vec::new(),
                     key: None,
                     anchor: *anchor,
-                    seen: HashMap::new(),
+                    seen: std::collections::HashSet::new(),
                 }));
             }
             Event::SequenceEnd | Event::MappingEnd => {

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use mycopod_adapters::git::{BlobLimits, GitError, GitSource};
+use mycopod_adapters::git::{GitError, GitSource};
 
-const LIMITS: BlobLimits = BlobLimits {
-    file_bytes: 1024 * 1024,
-    total_bytes: 32 * 1024 * 1024,
-};
+/// Admits every blob.
+fn all(_path: &str, _size: u64) -> bool {
+    true
+}
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -67,14 +67,14 @@ async fn fetch_should_resolve_a_branch_and_read_only_visible_yaml_files() {
     let commit = within(source.fetch("main")).await.unwrap();
     assert_eq!(commit.as_str(), head);
 
-    let files = within(source.read_declarations(&commit, "", LIMITS))
+    let files = within(source.read_declarations(&commit, "", all))
         .await
         .unwrap();
     let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["guests/web.yaml", "plant/fm.yml"]);
     assert_eq!(files[0].text.as_deref(), Some("kind: Guest\n"));
 
-    let plant_only = within(source.read_declarations(&commit, "plant/", LIMITS))
+    let plant_only = within(source.read_declarations(&commit, "plant/", all))
         .await
         .unwrap();
     assert_eq!(plant_only.len(), 1);
@@ -101,12 +101,12 @@ async fn fetch_should_pick_up_new_commits_incrementally_and_keep_old_ones_readab
 
     let second_commit = within(source.fetch("main")).await.unwrap();
     assert_eq!(second_commit.as_str(), second);
-    let now = within(source.read_declarations(&second_commit, "guests", LIMITS))
+    let now = within(source.read_declarations(&second_commit, "guests", all))
         .await
         .unwrap();
     assert_eq!(now[0].text.as_deref(), Some("kind: Guest\nmetadata: {}\n"));
     // The commit that was planned before stays readable: plans are bound to commits.
-    let before = within(source.read_declarations(&first_commit, "guests", LIMITS))
+    let before = within(source.read_declarations(&first_commit, "guests", all))
         .await
         .unwrap();
     assert_eq!(before[0].text.as_deref(), Some("kind: Guest\n"));
@@ -183,7 +183,7 @@ async fn non_utf8_declaration_files_should_be_reported_by_path() {
     git(work.path(), &["commit", "--quiet", "-m", "binary"]);
     let source = GitSource::new(work.path().to_string_lossy(), cache.path());
     let commit = within(source.fetch("main")).await.unwrap();
-    let err = within(source.read_declarations(&commit, "", LIMITS))
+    let err = within(source.read_declarations(&commit, "", all))
         .await
         .unwrap_err();
     assert!(
@@ -192,8 +192,8 @@ async fn non_utf8_declaration_files_should_be_reported_by_path() {
     );
 }
 
-/// A commit written to exhaust memory: a blob past the file limit, and blobs past the total,
-/// are listed with their sizes and never read.
+/// A commit written to exhaust memory: blobs the caller refuses by size (here past a file
+/// limit, or past a total) are listed with their sizes and never read.
 #[tokio::test]
 async fn blobs_past_the_limits_should_be_listed_by_size_and_not_read() {
     let work = tempfile::tempdir().unwrap();
@@ -208,11 +208,17 @@ async fn blobs_past_the_limits_should_be_listed_by_size_and_not_read() {
     let commit = within(source.fetch("main")).await.unwrap();
     // In path order: a-big (2,000 bytes) is past the file limit; b-small and c-small (12 bytes
     // each) fit; the two after them would take the total past 30 bytes.
-    let limits = BlobLimits {
-        file_bytes: 1_000,
-        total_bytes: 30,
+    let mut total = 0;
+    let mut asked = Vec::new();
+    let admit = |path: &str, size: u64| {
+        asked.push(path.to_owned());
+        let ok = size <= 1_000 && total + size <= 30;
+        if ok {
+            total += size;
+        }
+        ok
     };
-    let files = within(source.read_declarations(&commit, "", limits))
+    let files = within(source.read_declarations(&commit, "", admit))
         .await
         .unwrap();
     let seen: Vec<(&str, u64, bool)> = files
@@ -228,5 +234,16 @@ async fn blobs_past_the_limits_should_be_listed_by_size_and_not_read() {
             ("guests/web.yaml", 12, false),
             ("plant/fm.yml", 19, false),
         ]
+    );
+    assert_eq!(
+        asked,
+        [
+            "a-big.yaml",
+            "b-small.yaml",
+            "c-small.yaml",
+            "guests/web.yaml",
+            "plant/fm.yml"
+        ],
+        "asked once per blob, in path order, before reading"
     );
 }

@@ -99,21 +99,17 @@ pub async fn read_commit(
     path: &str,
     limits: mycopod_specs::Limits,
 ) -> Result<Loaded, mycopod_adapters::git::GitError> {
-    let blob_limits = mycopod_adapters::git::BlobLimits {
-        file_bytes: limits.file_bytes,
-        total_bytes: limits.total_bytes,
-    };
-    let files = source.read_declarations(commit, path, blob_limits).await?;
     let mut loaded = Loaded::with_limits(limits);
+    let files = source
+        .read_declarations(commit, path, |file, size| loaded.admit(file, size))
+        .await?;
     for file in files {
-        match file.text {
-            Some(text) => loaded.add_str(&file.path, text),
-            None => {
-                // Refused by its size, with the finding that says why.
-                loaded.admit(&file.path, file.size);
-            }
+        if let Some(text) = file.text {
+            loaded.add_admitted(&file.path, text);
         }
     }
+    // Refused files were listed while Git listed the tree: put them back in path order.
+    loaded.files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(loaded)
 }
 

@@ -808,3 +808,47 @@ async fn a_cluster_that_cannot_be_observed_should_fail_the_status_not_look_in_sy
     })
     .await;
 }
+
+/// A pushed commit with a file past the limits: the file is listed with a `limit-exceeded`
+/// error naming it and is never read; the files keep their path order.
+#[tokio::test]
+async fn a_commit_with_a_file_past_the_limits_should_list_it_unread() {
+    within(async {
+        let work = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        git(work.path(), &["init", "--quiet", "--initial-branch=main"]);
+        let doc = "apiVersion: mycopod/v1\nkind: Declaration\nmetadata: {name: a}\nspec: {text: hi, kinds: [Guest]}\n";
+        std::fs::write(work.path().join("a.yaml"), doc).unwrap();
+        std::fs::write(work.path().join("b-big.yaml"), "# x\n".repeat(1_000)).unwrap();
+        std::fs::write(work.path().join("c.yaml"), doc.replace("name: a", "name: c")).unwrap();
+        git(work.path(), &["add", "-A"]);
+        git(work.path(), &["commit", "--quiet", "-m", "big"]);
+        let source =
+            mycopod_adapters::git::GitSource::new(work.path().to_string_lossy(), cache.path());
+        let commit = source.fetch("main").await.unwrap();
+        let limits = mycopod_specs::Limits {
+            file_bytes: 1_000,
+            ..mycopod_specs::Limits::default()
+        };
+        let loaded = mycopod::reconcile::driver::read_commit(&source, &commit, "", limits)
+            .await
+            .unwrap();
+        let files: Vec<(&str, usize)> = loaded
+            .files
+            .iter()
+            .map(|f| (&*f.name, f.text.len()))
+            .collect();
+        assert_eq!(
+            files,
+            [("a.yaml", doc.len()), ("b-big.yaml", 0), ("c.yaml", doc.len())]
+        );
+        let found: Vec<(&str, mycopod_specs::Code)> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| (d.file.as_str(), d.code))
+            .collect();
+        assert_eq!(found, [("b-big.yaml", mycopod_specs::Code::LimitExceeded)]);
+        assert_eq!(loaded.documents.len(), 2);
+    })
+    .await;
+}
