@@ -503,7 +503,10 @@ impl ProxmoxClient {
         .await
     }
 
-    /// A guest's config (current values), its digest and its pending changes: two requests.
+    /// A guest's config (current values), its digest and its pending changes. One request:
+    /// PVE answers `/pending` with every key's current value, its pending change and the
+    /// config's `digest`. Only an answer without a digest (an older or partial API) costs a
+    /// second request, to `/config`, for the digest an update must carry.
     pub async fn observe_guest_config(
         &self,
         node: &str,
@@ -513,19 +516,22 @@ impl ProxmoxClient {
         let label = guest_label(node, kind, vmid);
         async {
             let base = guest_path(node, kind, vmid);
-            let cfg_path = with(base.clone(), &["config"]);
-            let pending_path = with(base, &["pending"]);
-            let cfg: BTreeMap<String, serde_json::Value> = self
-                .retry("read config", |_| self.call_as(Method::GET, &cfg_path, &[]))
-                .await
-                .map_err(|e| not_found_as_guest(e, &label))?;
+            let pending_path = with(base.clone(), &["pending"]);
             let pending: Vec<PendingItem> = self
                 .retry("read pending", |_| {
                     self.call_as(Method::GET, &pending_path, &[])
                 })
                 .await
                 .map_err(|e| not_found_as_guest(e, &label))?;
-            Ok(observed_from(cfg, pending))
+            if pending_digest(&pending).is_some() {
+                return Ok(observed_from(None, pending));
+            }
+            let cfg_path = with(base, &["config"]);
+            let cfg: BTreeMap<String, serde_json::Value> = self
+                .retry("read config", |_| self.call_as(Method::GET, &cfg_path, &[]))
+                .await
+                .map_err(|e| not_found_as_guest(e, &label))?;
+            Ok(observed_from(Some(cfg), pending))
         }
         .instrument(info_span!("proxmox.observe_guest", guest = %label))
         .await
@@ -1110,13 +1116,28 @@ fn parse_ca(pem: &[u8], what: &str) -> Result<Vec<reqwest::Certificate>> {
     Ok(certs)
 }
 
-/// Builds the observed config: current values from `/pending` (which lists every key with its
-/// current value), the digest from `/config`, and the pending changes.
+/// The `digest` row of a `/pending` answer.
+fn pending_digest(pending: &[PendingItem]) -> Option<String> {
+    pending
+        .iter()
+        .find(|item| item.key == "digest")
+        .and_then(|item| item.value.as_ref())
+        .and_then(value_to_config_string)
+}
+
+/// Builds the observed config: current values and pending changes from `/pending` (which lists
+/// every key with its current value), the digest from its `digest` row or else from `cfg`
+/// (`/config`, read only when `/pending` had none). An empty `/pending` answer leaves the
+/// current values to `cfg`.
 fn observed_from(
-    cfg: BTreeMap<String, serde_json::Value>,
+    cfg: Option<BTreeMap<String, serde_json::Value>>,
     pending: Vec<PendingItem>,
 ) -> ObservedConfig {
-    let digest = cfg.get("digest").and_then(value_to_config_string);
+    let digest = pending_digest(&pending).or_else(|| {
+        cfg.as_ref()
+            .and_then(|c| c.get("digest"))
+            .and_then(value_to_config_string)
+    });
     let mut out = ObservedConfig {
         config: BTreeMap::new(),
         digest,
@@ -1125,6 +1146,7 @@ fn observed_from(
     if pending.is_empty() {
         out.config = cfg
             .iter()
+            .flatten()
             .filter(|(k, _)| k.as_str() != "digest")
             .filter_map(|(k, v)| value_to_config_string(v).map(|s| (k.clone(), s)))
             .collect();
@@ -1160,7 +1182,7 @@ mod tests {
                 {"key":"onboot","value":1,"delete":1},{"key":"digest","value":"d1"}]"#,
         )
         .unwrap_or_default();
-        let o = observed_from(cfg, pending);
+        let o = observed_from(Some(cfg), pending.clone());
         assert_eq!(o.digest.as_deref(), Some("d1"));
         assert_eq!(o.config.get("cores").map(String::as_str), Some("2"));
         assert_eq!(
@@ -1169,5 +1191,15 @@ mod tests {
         );
         assert_eq!(o.pending.get("onboot"), Some(&PendingChange::Delete));
         assert!(!o.config.contains_key("digest"));
+        // The digest row makes `/config` unnecessary: the same answer from `/pending` alone.
+        assert_eq!(observed_from(None, pending.clone()), o);
+        // Without it, the digest is `/config`'s.
+        let mut other = pending;
+        other.retain(|item| item.key != "digest");
+        let cfg = BTreeMap::from([("digest".to_owned(), serde_json::json!("d2"))]);
+        assert_eq!(
+            observed_from(Some(cfg), other).digest.as_deref(),
+            Some("d2")
+        );
     }
 }

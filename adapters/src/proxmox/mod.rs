@@ -7,7 +7,8 @@
 //! 1. `ProxmoxClient::observe_cluster` (one request) lists every guest with status, tags,
 //!    CPUs, memory, disk and lock.
 //! 2. The controller (`reconcile/deep_reads.rs`) decides which guests may have changed; only
-//!    those get `ProxmoxClient::observe_guest_config` (config, digest, pending).
+//!    those get `ProxmoxClient::observe_guest_config` (config, digest, pending: one `/pending`
+//!    request).
 //! 3. `compare(&desired, &observed)` gives `FieldDiff`s on owned keys (`pending: true` means
 //!    "restart required"); `update_for` turns them into requests, refusing a disk shrink.
 //! 4. The executor calls `create_guest`, `apply_config` (or `apply_update` with an approved

@@ -303,6 +303,8 @@ struct SimState {
     started: Instant,
     in_flight: usize,
     max_in_flight: usize,
+    /// Whether `/pending` lists the `digest` row, as PVE does.
+    pending_digest: bool,
 }
 
 type Reply = (StatusCode, String, Value);
@@ -345,6 +347,7 @@ pub fn router(config: SimConfig) -> (Router, SimControl) {
         started: Instant::now(),
         in_flight: 0,
         max_in_flight: 0,
+        pending_digest: true,
     }));
     let app = Router::new().fallback(handle).with_state(state.clone());
     (app, SimControl { state })
@@ -406,6 +409,12 @@ impl SimControl {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
+    }
+
+    /// Whether `/pending` lists the config's `digest` row (true, as PVE does; false plays an
+    /// API that leaves it to `/config`).
+    pub fn set_pending_digest(&self, listed: bool) {
+        self.lock().pending_digest = listed;
     }
 
     /// Adds guests as they are (no normalization), replacing any with the same vmid.
@@ -1078,6 +1087,11 @@ impl SimState {
                         Value::Object(item)
                     })
                     .collect();
+                let mut items = items;
+                // PVE lists the config's digest among the keys.
+                if self.pending_digest {
+                    items.push(json!({ "key": "digest", "value": g.digest() }));
+                }
                 ok(Value::Array(items))
             }
             (Method::GET, ["status", "current"]) => {

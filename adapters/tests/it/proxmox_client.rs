@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::http::Method;
-use mycopod_adapters::proxmox::sim::{Fault, SimConfig, SimGuest, SimHandle};
+use mycopod_adapters::proxmox::sim::{Fault, SimConfig, SimGuest, SimHandle, SimStatus};
 use mycopod_adapters::proxmox::{
     Auth, ClientConfig, CreateSource, DesiredGuest, ErrorClass, GuestKind, PendingChange,
     PowerState, ProxmoxClient, ProxmoxError, RetryPolicy, ShutdownOutcome, compare, update_for,
@@ -265,6 +265,53 @@ async fn update_should_pass_the_digest_and_delete_keys_the_spec_used_to_own() {
         let g = sim.guest(120).unwrap();
         assert!(!g.config.contains_key("onboot"));
         assert!(diffs_of(&client, &d2).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_guest_should_be_read_in_one_request_when_pending_lists_the_digest() {
+    within(async {
+        let (sim, client) = setup().await;
+        let d = web(120);
+        client.create_guest(&d).await.unwrap();
+        sim.modify_guest(120, |g| {
+            g.status = SimStatus::Running;
+            g.pending.insert("cores".into(), Some("4".into()));
+        });
+        let digest = sim.guest(120).unwrap().digest();
+
+        sim.clear_requests();
+        let one = client
+            .observe_guest_config("pve1", GuestKind::Qemu, 120)
+            .await
+            .unwrap();
+        let paths: Vec<String> = sim.requests().iter().map(|r| r.path.clone()).collect();
+        assert_eq!(paths, ["/nodes/pve1/qemu/120/pending"]);
+        assert_eq!(one.digest.as_deref(), Some(digest.as_str()));
+        assert_eq!(one.config.get("cores").map(String::as_str), Some("2"));
+        assert_eq!(
+            one.pending.get("cores"),
+            Some(&PendingChange::Set("4".into()))
+        );
+
+        // An API whose `/pending` carries no digest costs a `/config` read, with the same
+        // result: an update still carries the digest.
+        sim.set_pending_digest(false);
+        sim.clear_requests();
+        let two = client
+            .observe_guest_config("pve1", GuestKind::Qemu, 120)
+            .await
+            .unwrap();
+        let paths: Vec<String> = sim.requests().iter().map(|r| r.path.clone()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/nodes/pve1/qemu/120/pending",
+                "/nodes/pve1/qemu/120/config"
+            ]
+        );
+        assert_eq!(two, one);
     })
     .await;
 }

@@ -1,5 +1,5 @@
-//! Which declared guests an observation reads deeply (configuration and pending changes: two
-//! requests each) and which it takes from their last deep read, so that observing a cluster
+//! Which declared guests an observation reads deeply (configuration and pending changes: one
+//! `/pending` request each) and which it takes from their last deep read, so that observing a cluster
 //! where nothing changed costs one request (`/cluster/resources`).
 //!
 //! A guest is read deeply when it was never read, when its declared spec changed, when what

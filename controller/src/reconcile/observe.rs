@@ -434,7 +434,7 @@ impl LiveWorld {
 
 impl LiveWorld {
     /// One cluster: the listing (one request), then a deep read of each declared guest whose
-    /// last deep read no longer stands (two requests each).
+    /// last deep read no longer stands (one request each).
     async fn observe_cluster(
         &self,
         client: &ProxmoxClient,
