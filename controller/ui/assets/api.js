@@ -67,9 +67,17 @@ async function parseError(res) {
   return new ApiError(res.status, code, message, details);
 }
 
-function normalizeUser(body) {
-  const u = (body && (body.user || body)) || {};
-  return { name: u.name || u.username || u.user_name || "?", role: u.role || "viewer" };
+/** An answer that is not of the shape the API documents: a bug to show, never to paper over. */
+function badAnswer(what) {
+  return new ApiError(0, "bad_response", `the server's answer has no ${what}`);
+}
+
+/** The page's user `{name, role}` from a token answer's `user` (login and refresh). */
+function userOf(user) {
+  if (!user || typeof user.name !== "string" || typeof user.role !== "string") {
+    throw badAnswer("user with a name and a role");
+  }
+  return { name: user.name, role: user.role };
 }
 
 let refreshing = null;
@@ -88,11 +96,8 @@ export function refresh() {
       if (!res.ok) return false;
       const body = await res.json();
       if (!body.access_token) return false;
-      session.token = body.access_token;
-      if (!session.user) {
-        const me = await call("GET", "/auth/me", undefined, { retry: false });
-        setSession(session.token, normalizeUser(me));
-      }
+      if (session.user) session.token = body.access_token;
+      else setSession(body.access_token, userOf(body.user));
       return true;
     })()
       .catch(() => false)
@@ -113,9 +118,7 @@ export async function login(username, password) {
   });
   if (!res.ok) throw await parseError(res);
   const body = await res.json();
-  session.token = body.access_token;
-  const me = body.user ? body : await call("GET", "/auth/me", undefined, { retry: false });
-  const user = normalizeUser(me);
+  const user = userOf(body.user);
   setSession(body.access_token, user);
   return user;
 }
@@ -173,13 +176,14 @@ export function post(path, body) {
   return call("POST", path, body ?? {});
 }
 
-/** The list inside a response that is either a list or an object holding one. */
-export function list(body, ...keys) {
-  if (Array.isArray(body)) return body;
-  for (const key of [...keys, "items", "data"]) {
-    if (body && Array.isArray(body[key])) return body[key];
-  }
-  return [];
+/**
+ * The list an answer is (no `key`) or holds under `key`, as the API documents it; any other
+ * shape is an ApiError, so that a changed answer shows as an error, not as an empty page.
+ */
+export function list(body, key) {
+  const found = key === undefined ? body : body && body[key];
+  if (!Array.isArray(found)) throw badAnswer(key === undefined ? "list" : `"${key}" list`);
+  return found;
 }
 
 /**

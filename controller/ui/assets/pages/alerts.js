@@ -32,7 +32,7 @@ export async function render(main, params) {
   main.append(h("h1", null, "Alerts"), form);
   let alerts;
   try {
-    alerts = list(await get("/alerts", { state }), "alerts");
+    alerts = list(await get("/alerts", { state }));
   } catch (err) {
     main.append(errorBox("Could not load alerts", err));
     return;

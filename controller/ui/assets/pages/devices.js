@@ -29,7 +29,7 @@ async function chartFor(device, register, range, now) {
       to: now.toISOString(),
       bucket: range.bucket,
     });
-    return lineChart(list(body, "buckets", "summary"), from, now, `${device} ${register}`);
+    return lineChart(list(body, "buckets"), from, now, `${device} ${register}`);
   } catch (err) {
     return errorBox(`Could not load ${register}`, err);
   }
@@ -61,13 +61,13 @@ export async function render(main, params) {
   let devices;
   let alerts = [];
   try {
-    devices = list(await get("/devices"), "devices");
+    devices = list(await get("/devices"));
   } catch (err) {
     main.append(errorBox("Could not load devices", err));
     return;
   }
   try {
-    alerts = list(await get("/alerts"), "alerts").filter((a) => a.state !== "resolved");
+    alerts = list(await get("/alerts")).filter((a) => a.state !== "resolved");
   } catch {
     // the alerts box below says nothing rather than failing the page
   }

@@ -81,7 +81,7 @@ export async function render(main) {
       );
     }),
     section("Open alerts", "ov-alerts", async () => {
-      const alerts = list(await get("/alerts"), "alerts").filter((a) => a.state !== "resolved");
+      const alerts = list(await get("/alerts")).filter((a) => a.state !== "resolved");
       if (!alerts.length) return h("p", { class: "muted" }, "No open alerts.");
       return table(
         "Open alerts",
