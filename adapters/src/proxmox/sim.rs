@@ -305,7 +305,16 @@ struct SimState {
     max_in_flight: usize,
     /// Whether `/pending` lists the `digest` row, as PVE does.
     pending_digest: bool,
+    /// How often the guests' figures in `/cluster/resources` are refreshed (zero: always
+    /// current). PVE takes a guest's status, uptime, name, CPUs, memory and disk there from
+    /// the statistics `pvestatd` broadcasts every 10 s, not from the guest itself.
+    stats_every: Duration,
+    /// The last broadcast: when, and each guest's figures then.
+    stats: Option<StatsBroadcast>,
 }
+
+/// When statistics were last broadcast, and each guest's figures then.
+type StatsBroadcast = (Instant, BTreeMap<u32, serde_json::Map<String, Value>>);
 
 type Reply = (StatusCode, String, Value);
 
@@ -348,6 +357,8 @@ pub fn router(config: SimConfig) -> (Router, SimControl) {
         in_flight: 0,
         max_in_flight: 0,
         pending_digest: true,
+        stats_every: Duration::ZERO,
+        stats: None,
     }));
     let app = Router::new().fallback(handle).with_state(state.clone());
     (app, SimControl { state })
@@ -415,6 +426,16 @@ impl SimControl {
     /// API that leaves it to `/config`).
     pub fn set_pending_digest(&self, listed: bool) {
         self.lock().pending_digest = listed;
+    }
+
+    /// Makes `/cluster/resources` show each guest's status, uptime, name, CPUs, memory and disk
+    /// as of the last statistics broadcast, one every `every`, as PVE does (every 10 s); zero
+    /// (the default) shows them as they are. A guest created since the last broadcast is
+    /// listed with status `unknown` and no figures.
+    pub fn set_stats_every(&self, every: Duration) {
+        let mut st = self.lock();
+        st.stats_every = every;
+        st.stats = None;
     }
 
     /// Adds guests as they are (no normalization), replacing any with the same vmid.
@@ -943,7 +964,7 @@ impl SimState {
         let user = self.user_of(headers);
         match (method.clone(), s.as_slice()) {
             (Method::GET, ["version"]) => ok(json!({"version": "8.3.0", "release": "8.3"})),
-            (Method::GET, ["cluster", "resources"]) => self.resources(params),
+            (Method::GET, ["cluster", "resources"]) => self.resources(params, now),
             (Method::GET, ["cluster", "nextid"]) => self.next_id(),
             (Method::GET, ["nodes"]) => ok(Value::Array(
                 self.online
@@ -1190,11 +1211,62 @@ impl SimState {
         Some(err(500, format!("{} {vmid} is locked ({lock})", g.label())))
     }
 
-    fn resources(&self, params: &BTreeMap<String, String>) -> Reply {
+    fn resources(&mut self, params: &BTreeMap<String, String>, now: Instant) -> Reply {
         if params.get("type").is_some_and(|t| t != "vm") {
             return ok(json!([]));
         }
-        let list: Vec<Value> = self
+        let live = self.live_resources();
+        if self.stats_every.is_zero() {
+            return ok(Value::Array(live));
+        }
+        let due = self
+            .stats
+            .as_ref()
+            .is_none_or(|(at, _)| now.duration_since(*at) >= self.stats_every);
+        if due {
+            let figures = live
+                .iter()
+                .filter_map(|v| {
+                    let vmid = u32::try_from(v.get("vmid")?.as_u64()?).ok()?;
+                    let kept = STATS_FIELDS
+                        .iter()
+                        .filter_map(|k| Some(((*k).to_owned(), v.get(*k)?.clone())))
+                        .collect();
+                    Some((vmid, kept))
+                })
+                .collect();
+            self.stats = Some((now, figures));
+        }
+        let Some((_, figures)) = &self.stats else {
+            return ok(Value::Array(live));
+        };
+        let list = live
+            .into_iter()
+            .map(|mut v| {
+                let vmid = v.get("vmid").and_then(Value::as_u64);
+                let then = vmid
+                    .and_then(|id| u32::try_from(id).ok())
+                    .and_then(|id| figures.get(&id));
+                if let Some(entry) = v.as_object_mut() {
+                    for k in STATS_FIELDS {
+                        entry.remove(k);
+                    }
+                    match then {
+                        Some(then) => entry.extend(then.clone()),
+                        None => {
+                            entry.insert("status".into(), json!("unknown"));
+                        }
+                    }
+                }
+                v
+            })
+            .collect();
+        ok(Value::Array(list))
+    }
+
+    /// Every guest as `/cluster/resources` lists it, with its figures as they are now.
+    fn live_resources(&self) -> Vec<Value> {
+        self
             .guests
             .values()
             .filter(|g| !g.config.contains_key("__creating") || g.lock.is_some())
@@ -1234,8 +1306,7 @@ impl SimState {
                 }
                 v
             })
-            .collect();
-        ok(Value::Array(list))
+            .collect()
     }
 
     fn next_id(&self) -> Reply {
@@ -1908,6 +1979,9 @@ impl SimState {
 }
 
 /// Config values go out as JSON numbers when PVE's schema says integer, strings otherwise.
+/// The figures of a `/cluster/resources` entry that PVE takes from the statistics broadcast.
+const STATS_FIELDS: [&str; 6] = ["status", "uptime", "name", "maxcpu", "maxmem", "maxdisk"];
+
 fn config_json(v: &str) -> Value {
     match v.parse::<i64>() {
         Ok(n) if !v.starts_with('0') || v == "0" => json!(n),
