@@ -312,8 +312,6 @@ impl LiveWorld {
                         *node = Some(template.node.clone());
                     }
                     client.create_guest(&want).await.map_err(proxmox)?;
-                    // A new guest is stopped, whatever the listing shows until it catches up.
-                    self.record_power(&cluster, vmid, Some(false));
                     record_owned(store, &cluster, &want, now, &key).await?;
                     return Ok(Applied::default());
                 }
@@ -361,25 +359,16 @@ impl LiveWorld {
                         return Err(precondition(format!("guest {vmid} was not observed")));
                     }
                 };
-                // What each task leaves the guest as: the listing may not show it for a while
-                // (`observe::POWER_FACT_TTL`).
-                let running = match action.verb {
-                    Verb::Start => {
-                        client.start(&node, kind, vmid).await.map_err(proxmox)?;
-                        Some(true)
-                    }
+                match action.verb {
+                    Verb::Start => client.start(&node, kind, vmid).await.map_err(proxmox)?,
                     // PVE's reboot shuts the guest down and starts it again, which applies
                     // its pending configuration.
-                    Verb::Restart => {
-                        client.reboot(&node, kind, vmid).await.map_err(proxmox)?;
-                        Some(true)
-                    }
+                    Verb::Restart => client.reboot(&node, kind, vmid).await.map_err(proxmox)?,
                     Verb::Stop => {
                         client
                             .shutdown(&node, kind, vmid, SHUTDOWN_TIMEOUT, true)
                             .await
                             .map_err(proxmox)?;
-                        Some(false)
                     }
                     _ => {
                         client.stop(&node, kind, vmid).await.map_err(proxmox)?;
@@ -387,10 +376,8 @@ impl LiveWorld {
                             .delete_guest(&node, kind, vmid)
                             .await
                             .map_err(proxmox)?;
-                        None
                     }
-                };
-                self.record_power(&cluster, vmid, running);
+                }
                 Ok(Applied::default())
             }
             other => Err(precondition(format!("{other} does not apply to guests"))),

@@ -5,7 +5,7 @@
 //! cannot be reached (or whose credentials are missing) is marked unreachable with the reason,
 //! and the planner leaves its resources alone.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use mycopod_adapters::proxmox::client::{Auth, ClientConfig, ProxmoxClient, Tls};
 use mycopod_adapters::proxmox::compare::guest_fingerprint;
 use mycopod_adapters::proxmox::propstring::parse_tags;
 use mycopod_specs::DesiredState;
-use mycopod_specs::kinds::ProxmoxClusterSpec;
+use mycopod_specs::kinds::{GuestState, ProxmoxClusterSpec};
 
 use super::deep_reads::{DEFAULT_FULL_READ_INTERVAL, DeepReads, spec_key};
 use crate::device_clients::DeviceClients;
@@ -158,20 +158,7 @@ pub struct LiveWorld {
     /// Whether new deep reads are written to the store (not by `mycopod plan`, which writes
     /// nothing).
     record_reads: bool,
-    /// What this process's own power tasks said of a guest (running or not) and when, per
-    /// cluster name and vmid; see [`POWER_FACT_TTL`].
-    powered: Mutex<HashMap<(String, u32), (bool, std::time::Instant)>>,
 }
-
-/// How long after a power task of this process (start, stop, restart, create) the cluster
-/// listing is not taken on its word for that guest's state. PVE lists a guest's status (like
-/// its uptime, CPUs and memory) from the statistics `pvestatd` broadcasts every 10 s, so for
-/// up to 10 s after a start the listing still says `stopped` (or `unknown` for a guest created
-/// since the last broadcast), and a run verified by it would fail a start that worked. While
-/// the listing disagrees with what the task left, the guest's own status (`status/current`,
-/// one request) is read instead; once the listing agrees, or after three broadcasts' time, the
-/// listing is the truth again.
-pub const POWER_FACT_TTL: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for LiveWorld {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -247,7 +234,6 @@ impl LiveWorld {
             devices,
             deep_reads: Mutex::new(DeepReads::new(DEFAULT_FULL_READ_INTERVAL)),
             record_reads: true,
-            powered: Mutex::new(HashMap::new()),
         }
     }
 
@@ -280,49 +266,6 @@ impl LiveWorld {
             && let Err(e) = store.forget_guest_read(endpoint, vmid).await
         {
             tracing::warn!(cluster, vmid, error = %e, "could not forget a guest's stored read");
-        }
-    }
-
-    /// Records that a power task of this process (or a create, which leaves the guest
-    /// stopped) found guest `vmid` of `cluster` running or not; `None` forgets (a delete).
-    pub(crate) fn record_power(&self, cluster: &str, vmid: u32, running: Option<bool>) {
-        let mut powered = self.powered.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (cluster.to_owned(), vmid);
-        match running {
-            Some(running) => {
-                powered.insert(key, (running, std::time::Instant::now()));
-            }
-            None => {
-                powered.remove(&key);
-            }
-        }
-    }
-
-    /// Whether the listing's word on guest `vmid` of `cluster` (`listed`: it says running)
-    /// can be taken: yes when no power task of this process touched the guest within
-    /// [`POWER_FACT_TTL`], or when the listing says what that task left it as (it caught up,
-    /// and is the truth from then on). No means the listing may be stale: the guest's own
-    /// status is to be read.
-    fn listing_stands(&self, cluster: &str, vmid: u32, listed: bool) -> bool {
-        let mut powered = self.powered.lock().unwrap_or_else(PoisonError::into_inner);
-        powered.retain(|_, (_, at)| at.elapsed() < POWER_FACT_TTL);
-        let key = (cluster.to_owned(), vmid);
-        match powered.get(&key).map(|(running, _)| *running) {
-            Some(running) if running != listed => false,
-            Some(_) => {
-                powered.remove(&key);
-                true
-            }
-            None => true,
-        }
-    }
-
-    /// Keeps what a guest's own status said in place of its task's word, for the rest of
-    /// that word's time.
-    fn update_power(&self, cluster: &str, vmid: u32, running: bool) {
-        let mut powered = self.powered.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(fact) = powered.get_mut(&(cluster.to_owned(), vmid)) {
-            fact.0 = running;
         }
     }
 
@@ -501,11 +444,25 @@ impl LiveWorld {
         now: DateTime<Utc>,
     ) -> Result<ObservedCluster, String> {
         let listing = client.observe_cluster().await.map_err(|e| e.to_string())?;
+        // Whether each declared guest (by vmid) is to run.
+        let to_run: BTreeMap<u32, bool> = desired
+            .guests
+            .iter()
+            .filter(|g| g.spec.cluster.as_str() == name)
+            .filter_map(|g| {
+                let run = match g.spec.state {
+                    GuestState::Running => true,
+                    GuestState::Stopped => false,
+                    GuestState::Absent => return None,
+                };
+                Some((g.spec.vmid?.get(), run))
+            })
+            .collect();
         let mut guests = BTreeMap::new();
         let mut unsure = Vec::new();
         for r in &listing {
             let running = r.status.as_deref() == Some("running");
-            if !self.listing_stands(name, r.vmid, running) {
+            if !r.template && to_run.get(&r.vmid).is_some_and(|run| *run != running) {
                 unsure.push(r);
             }
             guests.insert(
@@ -522,16 +479,17 @@ impl LiveWorld {
                 },
             );
         }
-        // Guests the listing may show stale (PVE lists status from statistics broadcast every
-        // 10 s; see `POWER_FACT_TTL`) are asked directly: one request each, only while the
-        // listing and this process's last power task disagree.
+        // PVE lists a guest's status (like its uptime, CPUs and memory) from the statistics
+        // `pvestatd` broadcasts every 10 s: for up to 10 s after a start the listing still says
+        // `stopped`, or `unknown` for a guest created since the last broadcast. No power
+        // action is planned, and no start verified, on that word alone: where the listing
+        // disagrees with the declared state, the guest's own status is read, one request each.
         let statuses = unsure
             .into_iter()
             .map(|r| async move { (r.vmid, client.guest_status(&r.node, r.kind, r.vmid).await) });
         for (vmid, status) in join_all(statuses).await {
             let running =
                 status.map_err(|e| format!("read the status of guest {vmid}: {e}"))? == "running";
-            self.update_power(name, vmid, running);
             if let Some(g) = guests.get_mut(&vmid) {
                 g.running = running;
             }
