@@ -173,7 +173,7 @@ pub enum LlmError {
     /// The settings cannot make a client (bad API key characters, empty model, TLS setup).
     #[error("configure llm client for {base_url}: {reason}")]
     Configure {
-        /// The base URL.
+        /// The endpoint's base URL, as configured.
         base_url: String,
         /// What is wrong.
         reason: String,
@@ -181,7 +181,7 @@ pub enum LlmError {
     /// No answer within the call's timeout.
     #[error("call model {model}: no answer within {after:?}")]
     Timeout {
-        /// The model.
+        /// The model name the request asked for.
         model: String,
         /// The timeout.
         after: Duration,
@@ -189,9 +189,9 @@ pub enum LlmError {
     /// The endpoint could not be reached or the connection broke, on every attempt.
     #[error("call model {model} at {base_url}: connection failed after {attempts} attempts")]
     Connect {
-        /// The model.
+        /// The model name the request asked for.
         model: String,
-        /// The base URL.
+        /// The endpoint's base URL, as configured.
         base_url: String,
         /// Requests made.
         attempts: u32,
@@ -202,7 +202,7 @@ pub enum LlmError {
     /// Still rate limited after the last attempt, or asked to wait longer than allowed.
     #[error("call model {model}: rate limited (429) after {attempts} attempts{}", wait_note(.retry_after))]
     RateLimited {
-        /// The model.
+        /// The model name the request asked for.
         model: String,
         /// Requests made.
         attempts: u32,
@@ -212,7 +212,7 @@ pub enum LlmError {
     /// A 5xx on the last attempt.
     #[error("call model {model}: server error {status} after {attempts} attempts: {body}")]
     Server {
-        /// The model.
+        /// The model name the request asked for.
         model: String,
         /// HTTP status.
         status: u16,
@@ -224,7 +224,7 @@ pub enum LlmError {
     /// A 4xx other than 429: the request itself was refused (unknown model, bad key).
     #[error("call model {model}: request refused with {status}: {body}")]
     Refused {
-        /// The model.
+        /// The model name the request asked for.
         model: String,
         /// HTTP status.
         status: u16,
@@ -234,7 +234,7 @@ pub enum LlmError {
     /// A 2xx whose body is not a chat completion.
     #[error("read answer of model {model}")]
     Decode {
-        /// The model.
+        /// The model name the request asked for.
         model: String,
         /// What async-openai reported.
         #[source]
@@ -243,7 +243,7 @@ pub enum LlmError {
     /// A chat completion without text (no choice, no content, or a refusal).
     #[error("read answer of model {model}: {reason}")]
     EmptyAnswer {
-        /// The model.
+        /// The model name the request asked for.
         model: String,
         /// What was missing.
         reason: String,

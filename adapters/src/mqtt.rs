@@ -31,7 +31,7 @@ pub enum MqttError {
     /// is invalid; the message was dropped.
     #[error("publish to MQTT topic {topic}: message dropped ({reason})")]
     Publish {
-        /// The topic.
+        /// Where the message was to go.
         topic: String,
         /// Why.
         reason: String,

@@ -132,7 +132,7 @@ pub struct DemoUser {
 pub struct Credentials {
     /// The API's base URL.
     pub url: String,
-    /// The users.
+    /// The demo's admin and operator, with their generated passwords.
     pub users: Vec<DemoUser>,
     /// The secret GitHub-style webhooks to `/api/v1/webhooks/github` must be signed with.
     pub webhook_secret: String,

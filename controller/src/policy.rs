@@ -409,7 +409,7 @@ pub enum Refusal {
     /// The user triggered the run and the policies forbid self-approval.
     #[error("{user} triggered this run and the policies forbid approving one's own change")]
     SelfApproval {
-        /// The user.
+        /// The approver, who triggered the run.
         user: String,
     },
     /// The user's git identity is an author, committer or pusher of a covered commit, and the
@@ -419,7 +419,7 @@ pub enum Refusal {
          and the policies forbid approving one's own change"
     )]
     OwnCommit {
-        /// The user.
+        /// The approver, an author of a commit the run covers.
         user: String,
         /// The matching identity.
         identity: String,

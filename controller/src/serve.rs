@@ -126,7 +126,7 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The shared handle (status, triggers).
     pub control: Control,
-    /// The store.
+    /// The database the server's loop and API share.
     pub store: Store,
     stop: watch::Sender<bool>,
     cancel: CancellationToken,

@@ -64,7 +64,7 @@ pub enum LoadError {
 pub struct SourceFile {
     /// Name as shown in diagnostics.
     pub name: Arc<str>,
-    /// The text.
+    /// Its whole text, as read.
     pub text: String,
 }
 

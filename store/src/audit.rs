@@ -57,7 +57,7 @@ pub struct AuditEntry {
 /// One page of the audit log, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditPage {
-    /// The entries.
+    /// At most the page size of them, newest first.
     pub entries: Vec<AuditEntry>,
     /// Pass as `before` to get the next page.
     pub next_cursor: Option<i64>,

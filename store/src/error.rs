@@ -111,7 +111,7 @@ pub enum StoreError {
     /// lease ran out or another replica took it).
     #[error("lost the leadership {lease} (epoch {epoch}): the write was refused")]
     Fenced {
-        /// The lease.
+        /// The lease's name (one per reconcile scope).
         lease: String,
         /// The epoch the writer held.
         epoch: i64,

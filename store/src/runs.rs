@@ -177,7 +177,7 @@ pub struct RunFilter {
 /// One page of runs, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunPage {
-    /// The runs.
+    /// At most the page size of them, newest first, without their plans.
     pub runs: Vec<RunSummary>,
     /// Pass as `before` to get the next page; `None` on the last page.
     pub next_cursor: Option<i64>,
@@ -210,7 +210,7 @@ pub struct StoredAction {
     pub status: ActionStatus,
     /// How many times it started running.
     pub attempts: i64,
-    /// The last error.
+    /// The error of its most recent failed attempt (kept when a later attempt succeeds).
     pub last_error: Option<String>,
     /// A reference in the outside system (a Proxmox task UPID).
     pub external_ref: Option<String>,

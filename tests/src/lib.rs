@@ -56,11 +56,11 @@ impl Drop for Demo {
 pub struct RunRow {
     /// Run id.
     pub id: i64,
-    /// Status.
+    /// `awaiting_approval`, `succeeded`, ... (`RunStatus`).
     pub status: String,
-    /// Trigger.
+    /// `poll`, `webhook`, `manual`, `drift` or `cli`.
     pub trigger: String,
-    /// Commit.
+    /// The SHA of the commit the run is for.
     pub commit: String,
 }
 

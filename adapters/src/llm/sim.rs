@@ -29,7 +29,7 @@ pub enum Reply {
         status: u16,
         /// Extra headers.
         headers: Vec<(String, String)>,
-        /// The body.
+        /// Sent as it is, whatever the status.
         body: String,
     },
     /// Never answers (until the server is dropped): for timeouts.

@@ -303,7 +303,7 @@ pub enum ModbusError {
     Unsupported {
         /// Device name.
         device: String,
-        /// The endpoint.
+        /// Where the device was to be reached, as declared.
         endpoint: String,
         /// What is missing.
         reason: &'static str,

@@ -422,7 +422,7 @@ pub enum Endpoint {
         path: String,
         /// Baud rate.
         baud: u32,
-        /// Parity.
+        /// The parity bit of each character: none, even or odd.
         parity: Parity,
         /// Stop bits, 1 or 2.
         stop_bits: u8,
@@ -452,7 +452,7 @@ pub struct DeviceDef {
     pub timeout: Duration,
     /// Largest gap read planning bridges between two registers of one table.
     pub max_gap: u16,
-    /// The registers.
+    /// Every register the device declares: where it is and how to decode it.
     pub registers: Vec<RegisterDef>,
 }
 

@@ -37,7 +37,7 @@ pub enum Fault {
     Exception {
         /// Table of the address.
         table: Table,
-        /// The address.
+        /// The register or coil address as sent on the wire (0-based).
         address: u16,
         /// Exception to answer with.
         exception: Exception,

@@ -40,7 +40,7 @@ pub enum Auth {
     Password {
         /// `root@pam`.
         user: String,
-        /// The password.
+        /// Sent only to `/access/ticket`; `Debug` leaves it out.
         password: String,
     },
 }

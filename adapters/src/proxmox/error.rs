@@ -81,7 +81,7 @@ pub enum ProxmoxError {
     /// Login with user and password failed.
     #[error("log in as {user}")]
     Login {
-        /// The user.
+        /// `user@realm`.
         user: String,
         /// The API error.
         #[source]
@@ -120,11 +120,11 @@ pub enum ProxmoxError {
     /// A size string (`32G`) could not be understood.
     #[error("invalid size {value:?} for {key} of {guest}")]
     InvalidSize {
-        /// The guest.
+        /// `qemu/120 on pve1`.
         guest: String,
-        /// The key.
+        /// The config key that holds the size (`scsi0`, `rootfs`).
         key: String,
-        /// The value.
+        /// The size as it was given.
         value: String,
     },
     /// The guest to act on does not exist.
@@ -136,7 +136,7 @@ pub enum ProxmoxError {
     /// The desired guest lacks what the operation needs (for example a disk to resize).
     #[error("{guest}: {reason}")]
     InvalidRequest {
-        /// The guest.
+        /// `qemu/120 on pve1`.
         guest: String,
         /// What is missing.
         reason: String,

@@ -262,7 +262,7 @@ impl ErrorCode {
 /// The body of every error response, as documented in `/openapi.json`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// The error.
+    /// Its code, message and details.
     pub error: ErrorDetail,
 }
 

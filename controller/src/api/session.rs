@@ -69,9 +69,9 @@ where
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    /// The user name.
+    /// The login name.
     pub username: String,
-    /// The password.
+    /// In plain text, checked against the stored argon2 hash.
     pub password: String,
 }
 

@@ -241,9 +241,9 @@ async fn list_devices(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ReadingsQuery {
-    /// The device.
+    /// A ModbusDevice's `metadata.name`.
     pub device: String,
-    /// The register.
+    /// A register name from that device's register map.
     pub register: String,
     /// Start (RFC 3339, inclusive; default 24 hours before `to`).
     pub from: Option<String>,

@@ -33,7 +33,7 @@ pub enum UserCommand {
     GitEmails {
         /// Login name.
         name: String,
-        /// The emails.
+        /// Commit author emails that count as this user when self-approval is checked.
         emails: Vec<String>,
     },
 }

@@ -24,7 +24,7 @@ pub enum Expansion {
     NoModel,
     /// Translated now, or taken from the cache.
     Translated {
-        /// The model.
+        /// The model that translated it (for a cached translation, the one that did then).
         model: String,
         /// Whether the translation came from the cache.
         cached: bool,

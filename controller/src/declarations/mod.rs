@@ -93,7 +93,7 @@ pub enum TranslateError {
     Model {
         /// The declaration.
         name: String,
-        /// The model.
+        /// The model name that was asked.
         model: String,
         /// The client's error, with its class.
         #[source]
@@ -107,7 +107,7 @@ pub enum TranslateError {
     Invalid {
         /// The declaration.
         name: String,
-        /// The model.
+        /// The model name that answered.
         model: String,
         /// The findings about the last answer.
         diagnostics: Vec<Diagnostic>,

@@ -52,14 +52,14 @@ pub enum Note {
     },
     /// A resource in `mode: detect` differs from its declaration; nothing is changed.
     Drift {
-        /// The resource.
+        /// Which resource (`ModbusDevice/fm-1`).
         resource: ResourceRef,
         /// What differs.
         changes: Vec<String>,
     },
     /// A managed resource is no longer declared and pruning is off.
     NotPruned {
-        /// The resource.
+        /// Which resource (`Guest/old-web`).
         resource: ResourceRef,
         /// What it is.
         detail: String,
@@ -69,7 +69,7 @@ pub enum Note {
 /// A declared resource the planner cannot act on, pointing at the field to change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanIssue {
-    /// The resource.
+    /// Which resource (`Guest/web`).
     pub resource: ResourceRef,
     /// The file it is declared in.
     pub file: String,

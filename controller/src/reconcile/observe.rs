@@ -39,7 +39,7 @@ pub enum CredentialError {
     /// destination) or cannot be read.
     #[error("cluster {cluster}: {field}: {source}")]
     Secret {
-        /// The cluster.
+        /// The ProxmoxCluster's `metadata.name`.
         cluster: String,
         /// The spec field naming it.
         field: &'static str,
@@ -49,13 +49,13 @@ pub enum CredentialError {
     /// The spec gives neither a token nor a user (validation refuses this; kept for safety).
     #[error("cluster {cluster}: no credentials declared")]
     NoCredentials {
-        /// The cluster.
+        /// The ProxmoxCluster's `metadata.name`.
         cluster: String,
     },
     /// The client could not be built (bad CA file, ...).
     #[error("cluster {cluster}: {reason}")]
     Client {
-        /// The cluster.
+        /// The ProxmoxCluster's `metadata.name`.
         cluster: String,
         /// What failed.
         reason: String,

@@ -151,7 +151,7 @@ pub enum ReconcileError {
     /// The database failed.
     #[error("reconcile {scope}: {source}")]
     Store {
-        /// The scope.
+        /// The reconcile scope (`REPOSITORY@BRANCH`).
         scope: String,
         /// The store's error.
         source: StoreError,

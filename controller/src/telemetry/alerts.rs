@@ -60,7 +60,7 @@ pub enum AlertEvent {
 /// The parts of an `AlertRule` the evaluator needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleCheck {
-    /// The condition.
+    /// When the rule's register is out of bounds: `below`, `above`, `outside` or `offline`.
     pub condition: Condition,
     /// How long it must hold before firing.
     pub hold: std::time::Duration,

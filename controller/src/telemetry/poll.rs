@@ -22,7 +22,7 @@ pub const MAX_OFFLINE_DELAY: Duration = Duration::from_secs(60);
 /// What one poll (or push) found out about a device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
-    /// The device.
+    /// The device's `metadata.name`.
     pub device: String,
     /// When it was polled, or the time a pushed reading carries.
     pub time: DateTime<Utc>,
