@@ -190,10 +190,7 @@ impl Caller {
         if self.may_use_device(device) {
             Ok(())
         } else {
-            Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!("this API key is not scoped to device {device}"),
-            ))
+            Err(ApiError::new(ErrorCode::Forbidden, not_scoped(device)))
         }
     }
 
@@ -354,6 +351,11 @@ impl FromRequestParts<AppState> for Caller {
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
+}
+
+/// Why a key limited to devices may not use `device` (a 403, or one refused ingest item).
+pub fn not_scoped(device: &str) -> String {
+    format!("this API key is not scoped to device {device}")
 }
 
 #[cfg(test)]

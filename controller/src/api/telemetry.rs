@@ -182,7 +182,7 @@ async fn ingest_readings(
         {
             rejected.push(Rejected {
                 index,
-                reason: format!("this API key is not scoped to device {device}"),
+                reason: super::auth::not_scoped(device),
             });
             continue;
         }

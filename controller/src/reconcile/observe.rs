@@ -444,56 +444,6 @@ impl LiveWorld {
         now: DateTime<Utc>,
     ) -> Result<ObservedCluster, String> {
         let listing = client.observe_cluster().await.map_err(|e| e.to_string())?;
-        // Whether each declared guest (by vmid) is to run.
-        let to_run: BTreeMap<u32, bool> = desired
-            .guests
-            .iter()
-            .filter(|g| g.spec.cluster.as_str() == name)
-            .filter_map(|g| {
-                let run = match g.spec.state {
-                    GuestState::Running => true,
-                    GuestState::Stopped => false,
-                    GuestState::Absent => return None,
-                };
-                Some((g.spec.vmid?.get(), run))
-            })
-            .collect();
-        let mut guests = BTreeMap::new();
-        let mut unsure = Vec::new();
-        for r in &listing {
-            let running = r.status.as_deref() == Some("running");
-            if !r.template && to_run.get(&r.vmid).is_some_and(|run| *run != running) {
-                unsure.push(r);
-            }
-            guests.insert(
-                r.vmid,
-                ObservedGuest {
-                    node: r.node.clone(),
-                    kind: r.kind,
-                    name: r.name.clone(),
-                    running,
-                    tags: parse_tags(r.tags.as_deref().unwrap_or("")),
-                    template: r.template,
-                    config: None,
-                    previously_owned: Default::default(),
-                },
-            );
-        }
-        // PVE lists a guest's status (like its uptime, CPUs and memory) from the statistics
-        // `pvestatd` broadcasts every 10 s: for up to 10 s after a start the listing still says
-        // `stopped`, or `unknown` for a guest created since the last broadcast. No power
-        // action is planned, and no start verified, on that word alone: where the listing
-        // disagrees with the declared state, the guest's own status is read, one request each.
-        let statuses = unsure
-            .into_iter()
-            .map(|r| async move { (r.vmid, client.guest_status(&r.node, r.kind, r.vmid).await) });
-        for (vmid, status) in join_all(statuses).await {
-            let running =
-                status.map_err(|e| format!("read the status of guest {vmid}: {e}"))? == "running";
-            if let Some(g) = guests.get_mut(&vmid) {
-                g.running = running;
-            }
-        }
         let listed: BTreeMap<u32, &ClusterResource> = listing.iter().map(|r| (r.vmid, r)).collect();
         let default_node = desired
             .cluster(name)
@@ -501,8 +451,8 @@ impl LiveWorld {
             .map(|n| n.as_str());
         // The declared guests that exist (templates are never read deeply), with the
         // fingerprint of what is declared for them (`None`: it does not translate, so it is
-        // always read).
-        let declared: Vec<(&ClusterResource, Option<String>)> = desired
+        // always read) and whether they are to run (`None`: `absent`).
+        let declared: Vec<(&ClusterResource, Option<String>, Option<bool>)> = desired
             .guests
             .iter()
             .filter(|g| g.spec.cluster.as_str() == name)
@@ -512,9 +462,49 @@ impl LiveWorld {
                 let spec = desired_guest(g.name().as_str(), &g.spec, vmid, default_node)
                     .ok()
                     .map(|d| spec_key(guest_fingerprint(&d)));
-                Some((*listed, spec))
+                let run = match g.spec.state {
+                    GuestState::Running => Some(true),
+                    GuestState::Stopped => Some(false),
+                    GuestState::Absent => None,
+                };
+                Some((*listed, spec, run))
             })
             .collect();
+        let listed_running = |r: &ClusterResource| r.status.as_deref() == Some("running");
+        let mut guests: BTreeMap<u32, ObservedGuest> = listing
+            .iter()
+            .map(|r| {
+                let guest = ObservedGuest {
+                    node: r.node.clone(),
+                    kind: r.kind,
+                    name: r.name.clone(),
+                    running: listed_running(r),
+                    tags: parse_tags(r.tags.as_deref().unwrap_or("")),
+                    template: r.template,
+                    config: None,
+                    previously_owned: Default::default(),
+                };
+                (r.vmid, guest)
+            })
+            .collect();
+        // PVE lists a guest's status (like its uptime, CPUs and memory) from the statistics
+        // `pvestatd` broadcasts every 10 s: for up to 10 s after a start the listing still says
+        // `stopped`, or `unknown` for a guest created since the last broadcast. No power
+        // action is planned, and no start verified, on that word alone: where the listing
+        // disagrees with the declared state, the guest's own status is read, one request each.
+        let statuses = declared
+            .iter()
+            .filter(|(r, _, run)| run.is_some_and(|run| run != listed_running(r)))
+            .map(|(r, _, _)| async move {
+                (r.vmid, client.guest_status(&r.node, r.kind, r.vmid).await)
+            });
+        for (vmid, status) in join_all(statuses).await {
+            let running =
+                status.map_err(|e| format!("read the status of guest {vmid}: {e}"))? == "running";
+            if let Some(g) = guests.get_mut(&vmid) {
+                g.running = running;
+            }
+        }
         // Reads are kept per endpoint: two repositories may name different clusters alike.
         let endpoint = client.config().endpoint.as_str();
         if let Some(store) = store
@@ -532,9 +522,9 @@ impl LiveWorld {
         let mut to_read = Vec::new();
         {
             let mut reads = self.deep_reads();
-            let keep: BTreeSet<u32> = declared.iter().map(|(r, _)| r.vmid).collect();
+            let keep: BTreeSet<u32> = declared.iter().map(|(r, _, _)| r.vmid).collect();
             reads.retain(|cluster, vmid| cluster != endpoint || keep.contains(&vmid));
-            for (listed, spec) in declared {
+            for (listed, spec, _) in declared {
                 let fresh = spec
                     .as_deref()
                     .and_then(|spec| reads.fresh(endpoint, listed, spec, now));
